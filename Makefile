@@ -1,0 +1,53 @@
+# Every target has a "## description"; `make` (help) lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export GX_ANALYTICS_ENABLED := False
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+
+.PHONY: help setup repro test test-fast lint format ui clean bench
+
+help: ## List every target with its description
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(BIN)/python -m pip install --quiet -r requirements.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install the pinned dependencies (quick when already done)
+
+repro: setup ## Run the whole pipeline (dvc repro) inside the venv
+	$(BIN)/dvc repro
+
+test: setup ## Run the test suite (the command CI runs)
+	$(BIN)/python -m pytest
+
+test-fast: setup ## Run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup ## ruff check and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## Fix lint where safe and format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:5000
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
+		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+		--default-artifact-root "$(CURDIR)/mlartifacts"
+
+clean: ## Remove pipeline outputs (data, models, metrics, plots, reports) and caches, keep .venv and the MLflow store
+	rm -rf data/raw data/prepared models metrics plots reports .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

@@ -1,0 +1,87 @@
+"""Paths between stages, defined once (DESIGN.md "Files between stages").
+
+Every stage reads and writes through these helpers; no stage body spells a path literal.
+The repository root is the folder holding ``params.yaml``: ``PIPELINE_ROOT`` when set,
+else the current directory when it holds one (``dvc repro`` runs stages from the root),
+else the checkout this package lives in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PARAMS_FILE = "params.yaml"
+
+
+def _find_root() -> Path:
+    env = os.environ.get("PIPELINE_ROOT")
+    if env:
+        return Path(env).resolve()
+    cwd = Path.cwd()
+    if (cwd / PARAMS_FILE).is_file():
+        return cwd.resolve()
+    return Path(__file__).resolve().parent.parent
+
+
+ROOT = _find_root()
+
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+SPLITS = ("train", "val", "test")
+
+
+def params_path(root: Path = ROOT) -> Path:
+    return root / PARAMS_FILE
+
+
+def raw_dir(source: str, root: Path = ROOT) -> Path:
+    """data/raw/<source>/: the four IDX files, uncompressed."""
+    return root / "data" / "raw" / source
+
+
+def validation_dir(root: Path = ROOT) -> Path:
+    """reports/validation/: GX data docs (index.html) and summary.json."""
+    return root / "reports" / "validation"
+
+
+def prepared_dir(dataset: str, root: Path = ROOT) -> Path:
+    """data/prepared/<dataset>/: train.npz, val.npz, test.npz and meta.json."""
+    return root / "data" / "prepared" / dataset
+
+
+def model_dir(model: str, root: Path = ROOT) -> Path:
+    """models/<model>/: the trained model, history.csv and the MLflow run id."""
+    return root / "models" / model
+
+
+def metrics_file(model: str, root: Path = ROOT) -> Path:
+    """metrics/<model>.json: test metrics read by ``dvc metrics show``."""
+    return root / "metrics" / f"{model}.json"
+
+
+def plots_dir(model: str, root: Path = ROOT) -> Path:
+    """plots/<model>/: curves, confusion matrix, feature maps, kernels, prediction grid."""
+    return root / "plots" / model
+
+
+def compare_plots_dir(root: Path = ROOT) -> Path:
+    """plots/compare/: cross-model figures."""
+    return root / "plots" / "compare"
+
+
+def cache_dir(root: Path = ROOT) -> Path:
+    """Downloads kept between runs (git-ignored)."""
+    return root / "data" / "cache"
+
+
+def mlflow_db(root: Path = ROOT) -> Path:
+    return root / "mlflow.db"
+
+
+def mlflow_artifacts(root: Path = ROOT) -> Path:
+    return root / "mlartifacts"
