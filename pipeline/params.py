@@ -259,7 +259,9 @@ def _parse(tp: Any, value: Any, path: str) -> Any:
             return tuple(_parse(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ParamsError(f"{path}: expected a list of {len(args)} items, got {len(value)}")
-        return tuple(_parse(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _parse(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if origin is Mapping:
         if not isinstance(value, Mapping):
             raise ParamsError(f"{path}: expected a mapping, got {type(value).__name__}")

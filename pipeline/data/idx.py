@@ -1,0 +1,84 @@
+"""Read and write IDX files (the MNIST file format), gzipped or not.
+
+Header: two zero bytes, a type code (0x08 = uint8), the number of dimensions, then one
+big-endian uint32 per dimension. Anything else is refused with an error naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+UINT8 = 0x08
+
+
+class IdxError(ValueError):
+    """A malformed IDX file; the message names the file."""
+
+
+def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Parse IDX bytes into a uint8 array of the header's shape."""
+    if len(data) < 4:
+        raise IdxError(f"{name}: {len(data)} bytes, too short for an IDX header")
+    if data[0] != 0 or data[1] != 0:
+        raise IdxError(f"{name}: bad magic {data[:4].hex()} (IDX files start with 0000)")
+    if data[2] != UINT8:
+        raise IdxError(f"{name}: element type 0x{data[2]:02x}, only uint8 (0x08) is supported")
+    ndim = data[3]
+    if not 1 <= ndim <= 4:
+        raise IdxError(f"{name}: {ndim} dimensions in the header, expected 1 to 4")
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise IdxError(f"{name}: truncated header ({len(data)} bytes)")
+    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(shape, dtype=np.int64))
+    got = len(data) - header_len
+    if got != expected:
+        raise IdxError(
+            f"{name}: header says shape {shape} ({expected} bytes of data), file has {got}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(shape)
+
+
+def read_bytes(path: Path) -> bytes:
+    """The uncompressed bytes of an IDX file, ``.gz`` or not (detected by its magic)."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise IdxError(f"{path}: corrupt gzip stream: {exc}") from None
+    return raw
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or not) into a uint8 array."""
+    return parse_idx(read_bytes(path), str(path))
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """IDX bytes of a uint8 array."""
+    if array.dtype != np.uint8:
+        raise TypeError(f"IDX writer takes uint8, got {array.dtype}")
+    header = bytes([0, 0, UINT8, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    return header + np.ascontiguousarray(array).tobytes()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
