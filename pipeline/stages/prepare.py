@@ -1,0 +1,151 @@
+"""prepare@<dataset>: data/raw/<source>/ -> data/prepared/<dataset>/.
+
+Keeps the dataset's classes (mapped to 0..k-1), takes a stratified ``train_size`` subset
+of the training split when set, splits off a seeded stratified validation set, and
+normalizes to float32 in [0, 1] with shape N×28×28×1. The test split is always every test
+image of the dataset's classes, so models are compared on the same images.
+
+Writes into a temporary folder beside the output and renames it into place at the end:
+a failure leaves the previous output (or nothing), never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from pipeline import config
+from pipeline import params as params_mod
+from pipeline.data.idx import IdxError, read_idx
+from pipeline.data.prepared import Split, save_split
+from pipeline.params import DatasetParams, Params
+
+SCALE = 255.0
+
+
+def load_raw(raw_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train": (images uint8 (N, H, W), labels (N,)), "test": ...} from the four IDX files."""
+    names = dict(zip(("train_x", "train_y", "test_x", "test_y"), config.RAW_FILES, strict=True))
+    arrays = {key: read_idx(raw_dir / name) for key, name in names.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise IdxError(f"{raw_dir}: {split} images {x.shape} do not match labels {y.shape}")
+    return {s: (arrays[f"{s}_x"], arrays[f"{s}_y"]) for s in ("train", "test")}
+
+
+def _select(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Keep ``classes`` and map them to 0..k-1 in the order listed."""
+    lookup = np.full(256, -1, dtype=np.int64)
+    lookup[list(classes)] = np.arange(len(classes))
+    mapped = lookup[y]  # (N,)
+    keep = mapped >= 0
+    return x[keep], mapped[keep]
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    out = x.astype(np.float32)[..., None]  # (N, H, W, 1)
+    out /= SCALE
+    return out
+
+
+def split_dataset(
+    raw: dict[str, tuple[np.ndarray, np.ndarray]], ds: DatasetParams, seed: int
+) -> dict[str, Split]:
+    x_tr, y_tr = _select(*raw["train"], ds.classes)
+    x_te, y_te = _select(*raw["test"], ds.classes)
+    idx = np.arange(len(y_tr))
+    if ds.train_size is not None:
+        if ds.train_size > len(idx):
+            raise ValueError(
+                f"train_size {ds.train_size} exceeds the {len(idx)} training images of "
+                f"classes {list(ds.classes)}"
+            )
+        if ds.train_size < len(idx):
+            idx, _ = train_test_split(
+                idx, train_size=ds.train_size, stratify=y_tr, random_state=seed
+            )
+    idx_fit, idx_val = train_test_split(
+        idx, test_size=ds.val_fraction, stratify=y_tr[idx], random_state=seed
+    )
+    idx_fit, idx_val = np.sort(idx_fit), np.sort(idx_val)
+    return {
+        "train": Split(_normalize(x_tr[idx_fit]), y_tr[idx_fit]),
+        "val": Split(_normalize(x_tr[idx_val]), y_tr[idx_val]),
+        "test": Split(_normalize(x_te), y_te),
+    }
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(params: Params, name: str, raw_dir: Path, out_dir: Path) -> dict:
+    """Prepare dataset ``name``; return its meta.json content."""
+    ds = params.datasets[name]
+    splits = split_dataset(load_raw(raw_dir), ds, params.seed)
+    k = len(ds.classes)
+    meta = {
+        "dataset": name,
+        "source": params.data.source,
+        "classes": list(ds.classes),
+        "class_map": {str(c): i for i, c in enumerate(ds.classes)},
+        "num_classes": k,
+        "image_shape": list(splits["test"].x.shape[1:]),
+        "normalization": {"dtype": "float32", "scale": f"x / {SCALE:g}", "range": [0.0, 1.0]},
+        "counts": {
+            s: {
+                str(c): int(n)
+                for c, n in zip(ds.classes, np.bincount(sp.y, minlength=k), strict=True)
+            }
+            for s, sp in splits.items()
+        },
+        "sizes": {s: len(sp) for s, sp in splits.items()},
+        "seed": params.seed,
+        "params": params_mod.to_dict(ds),
+        "source_sha256": {f: _sha256(raw_dir / f) for f in config.RAW_FILES},
+    }
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        for s, sp in splits.items():
+            save_split(tmp / f"{s}.npz", sp)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m pipeline.stages.prepare <dataset>", file=sys.stderr)
+        return 2
+    name = argv[0]
+    try:
+        params = params_mod.load()
+        if name not in params.datasets:
+            raise params_mod.ParamsError(
+                f"datasets.{name}: no such dataset (known: {', '.join(params.datasets)})"
+            )
+        meta = run(params, name, config.raw_dir(params.data.source), config.prepared_dir(name))
+    except (params_mod.ParamsError, IdxError, FileNotFoundError, ValueError) as exc:
+        print(f"prepare@{name}: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"prepare@{name}: {meta['sizes']} ({meta['num_classes']} classes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
