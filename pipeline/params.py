@@ -191,6 +191,13 @@ class MlflowParams:
 
 
 @dataclass(frozen=True)
+class PlotParams:
+    """Cross-model figures of the plot stage (plots/compare/)."""
+
+    compare_curves: tuple[str, ...] = ("cubic_mlp", "dense_mlp")  # validation curves overlaid
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     data: DataParams
@@ -198,6 +205,7 @@ class Params:
     models: Mapping[str, ModelParams]
     validate: ValidateParams = field(default_factory=ValidateParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
+    plot: PlotParams = field(default_factory=PlotParams)
 
     def dataset_of(self, model: str) -> DatasetParams:
         return self.datasets[self.models[model].dataset]
@@ -409,8 +417,12 @@ def _check_links(p: Params) -> None:
         for j, layer in enumerate(m.arch):
             if isinstance(layer, DenseSpec) and layer.activation == "softmax" and j != i:
                 raise ParamsError(f"{where}.arch[{j}]: softmax is only allowed on the last layer")
-            if isinstance(layer, CubicSpec) and m.family == "keras":
+            if isinstance(layer, CubicSpec) and m.family != "custom":
                 raise ParamsError(f"{where}.arch[{j}]: cubic layers need family custom")
+
+    for i, name in enumerate(p.plot.compare_curves):
+        if name not in p.models:
+            raise ParamsError(f"plot.compare_curves[{i}]: {name!r} is not a model")
 
 
 def parse(raw: Any) -> Params:

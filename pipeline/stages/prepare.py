@@ -26,6 +26,7 @@ from pipeline import params as params_mod
 from pipeline.data.idx import IdxError, read_idx
 from pipeline.data.prepared import Split, save_split
 from pipeline.params import DatasetParams, Params
+from pipeline.stages import cli
 
 SCALE = 255.0
 
@@ -128,23 +129,11 @@ def run(params: Params, name: str, raw_dir: Path, out_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m pipeline.stages.prepare <dataset>", file=sys.stderr)
-        return 2
-    name = argv[0]
-    try:
-        params = params_mod.load()
-        if name not in params.datasets:
-            raise params_mod.ParamsError(
-                f"datasets.{name}: no such dataset (known: {', '.join(params.datasets)})"
-            )
+    def body(params: Params, name: str) -> str:
         meta = run(params, name, config.raw_dir(params.data.source), config.prepared_dir(name))
-    except (params_mod.ParamsError, IdxError, FileNotFoundError, ValueError) as exc:
-        print(f"prepare@{name}: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"prepare@{name}: {meta['sizes']} ({meta['num_classes']} classes)")
-    return 0
+        return f"{meta['sizes']} ({meta['num_classes']} classes)"
+
+    return cli.run_stage("prepare", body, argv, section="datasets")
 
 
 if __name__ == "__main__":

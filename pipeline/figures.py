@@ -1,0 +1,140 @@
+"""Figures for one model and across models. Each function returns a matplotlib Figure;
+``save`` writes it as PNG and closes it. The Agg backend is used: no screen needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+
+def save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def curves(history: pd.DataFrame, title: str) -> Figure:
+    """Loss and accuracy per epoch, train and validation."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.plot(history["epoch"], history[metric], marker="o", label="train")
+        ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return fig
+
+
+def confusion_heatmap(counts: np.ndarray, class_names: list[str], title: str) -> Figure:
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    sns.heatmap(
+        counts,
+        annot=True,
+        fmt="d",
+        cmap="Blues",
+        cbar=False,
+        square=True,
+        ax=ax,
+        xticklabels=class_names,
+        yticklabels=class_names,
+        annot_kws={"size": 8},
+    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(title)
+    return fig
+
+
+def kernels(weights: np.ndarray, title: str, max_filters: int = 32) -> Figure:
+    """First-layer kernels, (kh, kw, cin, cout): one tile per filter (input channel 0)."""
+    w = weights[:, :, 0, :max_filters]  # (kh, kw, n)
+    n = w.shape[-1]
+    cols = min(8, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(w[:, :, i], cmap="coolwarm", vmin=-np.abs(w).max(), vmax=np.abs(w).max())
+    fig.suptitle(title)
+    return fig
+
+
+def feature_maps(image: np.ndarray, maps: np.ndarray, title: str, max_maps: int = 16) -> Figure:
+    """The input image and the first conv layer's maps for it; maps (H, W, C)."""
+    n = min(max_maps, maps.shape[-1])
+    cols = min(9, n + 1)
+    rows = int(np.ceil((n + 1) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.4 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i == 0:
+            ax.imshow(image.squeeze(), cmap="gray_r")
+            ax.set_title("input", fontsize=8)
+        elif i <= n:
+            ax.imshow(maps[:, :, i - 1], cmap="viridis")
+            ax.set_title(f"map {i - 1}", fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def prediction_grid(
+    images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], title: str
+) -> Figure:
+    """A 3x3 grid of test images with true and predicted labels; mistakes in red."""
+    fig, axes = plt.subplots(3, 3, figsize=(5.5, 6))
+    for ax, img, t, p in zip(axes.flat, images[:9], y_true[:9], y_pred[:9], strict=False):
+        ax.imshow(img.squeeze(), cmap="gray_r")
+        wrong = t != p
+        ax.set_title(
+            f"true {class_names[t]} / pred {class_names[p]}" + (" ✗" if wrong else ""),
+            color="red" if wrong else "black",
+            fontsize=9,
+        )
+        ax.axis("off")
+    fig.suptitle(title)
+    return fig
+
+
+def accuracy_bars(accuracy: dict[str, float]) -> Figure:
+    """Test accuracy of every model, best first."""
+    items = sorted(accuracy.items(), key=lambda kv: kv[1], reverse=True)
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(items)))
+    names = [k for k, _ in items]
+    values = [100 * v for _, v in items]
+    sns.barplot(x=values, y=names, hue=names, ax=ax, palette="viridis", legend=False)
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.2f}%", va="center", fontsize=9)
+    low = min(values)
+    ax.set_xlim(max(0.0, low - 2 * (100 - low) - 0.5), 100.5)
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_title("Test accuracy of every model")
+    return fig
+
+
+def validation_curves(histories: dict[str, pd.DataFrame]) -> Figure:
+    """Validation loss and accuracy over epochs of several models (cubic vs dense)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, h in histories.items():
+        axes[0].plot(h["epoch"], h["val_loss"], marker="o", label=name)
+        axes[1].plot(h["epoch"], h["val_accuracy"], marker="o", label=name)
+    for ax, label in zip(axes, ("validation loss", "validation accuracy"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(" vs ".join(histories))
+    return fig

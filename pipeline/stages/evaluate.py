@@ -1,0 +1,117 @@
+"""evaluate@<model>: models/<model>/ + the test split -> metrics/<model>.json, plots/<model>/.
+
+Scores the trained model on its dataset's whole test split (the same images for every
+model of a dataset), writes the quality figures (no timings: reruns compare byte for byte),
+``predictions.csv`` for DVC's confusion template, the confusion matrix in counts and
+normalized, and the per-model figures; all of it is added to the model's MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import config, families, figures, metrics, tracking
+from pipeline.data.prepared import load_meta, load_split
+from pipeline.params import Params
+from pipeline.stages import cli
+from pipeline.stages.train import HISTORY_FILE
+
+PREDICTIONS = "predictions.csv"  # actual, predicted: DVC's confusion template
+HISTORY = "history.csv"  # the training history, for DVC's linear template
+IMAGES = "images"  # PNG figures, rendered as images by `dvc plots show`
+TABLES = "tables"  # confusion matrix CSVs and the classification report
+
+
+def _figures(name, family, model, test, y_pred, names, counts, history, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    figures.save(figures.curves(history, f"{name}: training curves"), out / "curves.png")
+    figures.save(
+        figures.confusion_heatmap(counts, names, f"{name}: confusion matrix (test)"),
+        out / "confusion_matrix.png",
+    )
+    grid = figures.prediction_grid(test.x, test.y, y_pred, names, f"{name}: test predictions")
+    figures.save(grid, out / "predictions_grid.png")
+    kernels = family.first_layer_kernels(model)
+    if kernels is not None:
+        figures.save(figures.kernels(kernels, f"{name}: first-layer kernels"), out / "kernels.png")
+        maps = family.feature_maps(model, test.x[:1])[0]  # (H, W, C)
+        title = f"{name}: first-layer feature maps"
+        figures.save(figures.feature_maps(test.x[0], maps, title), out / "feature_maps.png")
+
+
+def run(
+    params: Params, name: str, data_dir: Path, model_dir: Path, metrics_path: Path, plots: Path
+) -> dict:
+    import mlflow
+
+    mp = params.models[name]
+    family = families.get(mp.family)
+    test = load_split(data_dir, "test")
+    names = [str(c) for c in load_meta(data_dir)["classes"]]
+    model = family.load(model_dir)
+    proba = family.predict_proba(model, test.x)  # (N, k)
+    y_pred = proba.argmax(axis=1)
+    result = metrics.compute(test.y, proba, names)
+    counts, normalized = metrics.confusion(test.y, y_pred, len(names))
+    history = pd.read_csv(model_dir / HISTORY_FILE)
+
+    plots.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=plots.parent, prefix=f".{plots.name}."))
+    try:
+        pd.DataFrame({"actual": test.y, "predicted": y_pred}).to_csv(tmp / PREDICTIONS, index=False)
+        history.to_csv(tmp / HISTORY, index=False)
+        (tmp / TABLES).mkdir()
+        frame = pd.DataFrame(counts, index=names, columns=names).rename_axis("actual")
+        frame.to_csv(tmp / TABLES / "confusion_matrix.csv")
+        norm = pd.DataFrame(np.round(normalized, 6), index=names, columns=names)
+        norm.rename_axis("actual").to_csv(tmp / TABLES / "confusion_matrix_normalized.csv")
+        report = metrics.report(test.y, y_pred, names)
+        (tmp / TABLES / "classification_report.txt").write_text(report)
+        _figures(name, family, model, test, y_pred, names, counts, history, tmp / IMAGES)
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_metrics = metrics_path.with_name(f".{metrics_path.name}.tmp")
+        tmp_metrics.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        if plots.exists():
+            shutil.rmtree(plots)
+        tmp.rename(plots)
+        tmp_metrics.replace(metrics_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    tracking.setup(params.mlflow.experiment)
+    with mlflow.start_run(run_id=tracking.load_run_id(model_dir)):
+        flat = {f"test_{k}": v for k, v in result.items() if not isinstance(v, dict)}
+        for cls, figs in result["per_class"].items():
+            flat |= {f"test_{m}_class_{cls}": v for m, v in figs.items() if m != "support"}
+        tracking.with_retry(lambda: mlflow.log_metrics(flat))
+        mlflow.log_artifacts(str(plots), artifact_path="evaluation")
+        mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body(params: Params, name: str) -> str:
+        ds = params.models[name].dataset
+        result = run(
+            params,
+            name,
+            config.prepared_dir(ds),
+            config.model_dir(name),
+            config.metrics_file(name),
+            config.plots_dir(name),
+        )
+        return f"test accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}"
+
+    return cli.run_stage("evaluate", body, argv, section="models")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

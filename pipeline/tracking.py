@@ -1,0 +1,170 @@
+"""MLflow run contract (DESIGN.md "MLflow run contract").
+
+- Store: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<repo root>/mlflow.db`` with
+  artifacts in ``<repo root>/mlartifacts``. Inside a ``dvc exp run --temp/--queue`` copy
+  (``<repo>/.dvc/tmp/exps/...``) the repo root is the original checkout, so queued runs land
+  in the same store as ``dvc repro``.
+- One run per model per execution of train@<model>; its id is kept in models/<model>/ and
+  evaluate@ and plot reopen that run.
+- Tags: git commit and dirty flag, DVC hash of the prepared dataset, family, preset, DVC
+  experiment name, and ``repro_id``, shared by every run of one ``dvc repro`` invocation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+
+from pipeline import config
+
+RUN_ID_FILE = "mlflow_run_id"
+T = TypeVar("T")
+
+
+def store_root(root: Path = config.ROOT) -> Path:
+    """The checkout that owns the store: the original repo for DVC's temporary copies."""
+    parts = root.resolve().parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root.resolve()
+
+
+def tracking_uri(root: Path = config.ROOT) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{config.mlflow_db(store_root(root))}"
+
+
+def artifact_location(root: Path = config.ROOT) -> str:
+    return config.mlflow_artifacts(store_root(root)).as_uri()
+
+
+def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.5) -> T:
+    """Retry ``fn`` on sqlite's "database is locked" (two queued experiments at once)."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if "locked" not in str(exc).lower() or i == attempts - 1:
+                raise
+            time.sleep(delay * (i + 1))
+    raise AssertionError("unreachable")
+
+
+def setup(experiment: str, root: Path = config.ROOT) -> str:
+    """Point MLflow at the project store and make sure ``experiment`` exists; its id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        config.mlflow_artifacts(store_root(root)).mkdir(parents=True, exist_ok=True)
+
+    def get_or_create() -> str:
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return mlflow.create_experiment(experiment, artifact_location=artifact_location(root))
+        except Exception:
+            exp = mlflow.get_experiment_by_name(experiment)  # created meanwhile by another run
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    exp_id = with_retry(get_or_create)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=20
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _proc_start(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
+
+
+def repro_id() -> str | None:
+    """An id shared by all stages of one ``dvc repro``: the DVC process that runs them.
+
+    DVC starts each stage as ``dvc -> shell -> python``; the id hashes the pid and start
+    time of the nearest ancestor whose command line runs dvc. ``PIPELINE_REPRO_ID`` wins.
+    """
+    if os.environ.get("PIPELINE_REPRO_ID"):
+        return os.environ["PIPELINE_REPRO_ID"]
+    pid = os.getppid()
+    for _ in range(4):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        if any(Path(c.decode(errors="replace")).name == "dvc" for c in cmd[:2]):
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+            token = f"{boot}:{pid}:{_proc_start(pid)}"
+            return hashlib.sha1(token.encode()).hexdigest()[:12]
+        pid = ppid
+    return None
+
+
+def dataset_hash(dataset: str, root: Path = config.ROOT) -> str | None:
+    """The md5 DVC recorded for data/prepared/<dataset> in dvc.lock, if any."""
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return None
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    for out in stages.get(f"prepare@{dataset}", {}).get("outs", []):
+        return out.get("md5")
+    return None
+
+
+def run_tags(model: str, family: str, dataset: str, root: Path = config.ROOT) -> dict[str, str]:
+    commit = _git(root, "rev-parse", "HEAD")
+    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    tags = {
+        "preset": model,
+        "family": family,
+        "dataset": dataset,
+        "git_commit": commit or "unknown",
+        "git_dirty": "unknown" if status is None else str(bool(status)).lower(),
+        "dvc_stage": os.environ.get("DVC_STAGE", ""),
+        "mlflow.runName": f"{model}",
+    }
+    for key, value in {
+        "dataset_dvc_md5": dataset_hash(dataset, root),
+        "dvc_exp_name": os.environ.get("DVC_EXP_NAME"),
+        "repro_id": repro_id(),
+    }.items():
+        if value:
+            tags[key] = value
+    return tags
+
+
+def save_run_id(model_dir: Path, run_id: str) -> None:
+    (model_dir / RUN_ID_FILE).write_text(run_id + "\n")
+
+
+def load_run_id(model_dir: Path) -> str:
+    path = model_dir / RUN_ID_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no MLflow run id; run `dvc repro train` first")
+    return path.read_text().strip()
