@@ -11,10 +11,10 @@ export GX_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup repro test test-fast lint format ui clean bench
+.PHONY: help setup repro test test-fast lint format ui clean verify-repro
 
 help: ## List every target with its description
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -47,6 +47,9 @@ ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:5000
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
 		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--default-artifact-root "$(CURDIR)/mlartifacts"
+
+verify-repro: setup ## Run the tiny pipeline twice from clean copies; fail unless metrics are identical
+	$(BIN)/python -m pipeline.verify_repro --profile tiny
 
 clean: ## Remove pipeline outputs (data, models, metrics, plots, reports) and caches, keep .venv and the MLflow store
 	rm -rf data/raw data/prepared models metrics plots reports .pytest_cache .ruff_cache

@@ -1,0 +1,171 @@
+"""A real `dvc repro` of the whole pipeline on the tiny profile, in a temporary copy.
+
+Reads back the metrics files, the figures and the MLflow runs through the MLflow client;
+checks that a second `dvc repro` does nothing and that a param change reruns only the
+stages that depend on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import workspace
+
+from .conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+BIN = Path(sys.executable).parent
+
+
+def _sh(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}"
+            f"\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = workspace.copy_project(tmp_path_factory.mktemp("e2e") / "proj", REPO)
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PIPELINE_", "DVC_"))
+    }
+    env["PATH"] = f"{BIN}:{env['PATH']}"
+    env["GX_ANALYTICS_ENABLED"] = "False"
+    _sh([sys.executable, "-m", "pipeline.profile", "tiny"], root, env)
+    workspace.commit_all(root, "tiny profile")
+    first = _sh([str(BIN / "dvc"), "repro"], root, env)
+    return root, env, first.stdout
+
+
+def test_every_stage_ran_and_wrote_its_outputs(project):
+    root, _, out = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    models = list(params["models"])
+    expected = {"fetch", "validate", "plot"}
+    expected |= {f"prepare@{d}" for d in params["datasets"]}
+    expected |= {f"{s}@{m}" for s in ("train", "evaluate") for m in models}
+    assert stages_run(out) == expected
+    raw = root / "data" / "raw" / "mnist"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(
+        [
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        ]
+    )
+    assert (root / "reports" / "validation" / "index.html").is_file()
+    meta = json.loads((root / "data" / "prepared" / "digits10" / "meta.json").read_text())
+    assert meta["sizes"]["train"] + meta["sizes"]["val"] == 1000
+    assert meta["sizes"]["test"] == 10000
+    for m in models:
+        metrics = json.loads((root / "metrics" / f"{m}.json").read_text())
+        assert set(metrics) >= {"accuracy", "loss", "macro_f1", "per_class"}
+        chance = 1 / len(metrics["per_class"])
+        assert metrics["accuracy"] > chance + 0.1, (m, metrics["accuracy"])
+        history = (root / "models" / m / "history.csv").read_text().splitlines()
+        assert len(history) == params["models"][m]["train"]["epochs"] + 1
+        images = {p.name for p in (root / "plots" / m / "images").iterdir()}
+        assert {"curves.png", "confusion_matrix.png", "predictions_grid.png"} <= images
+        if params["models"][m]["arch"][0]["type"] == "conv":
+            assert {"kernels.png", "feature_maps.png"} <= images
+        assert (root / "plots" / m / "predictions.csv").read_text().startswith("actual,predicted")
+    compare = {p.name for p in (root / "plots" / "compare").iterdir()}
+    assert {"test_accuracy.png", "validation_curves.png"} <= compare
+
+
+def test_mlflow_has_one_run_per_model_with_the_contract(project):
+    from mlflow.tracking import MlflowClient
+
+    root, _, _ = project
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name("mnist")
+    runs = client.search_runs([exp.experiment_id])
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert sorted(r.data.tags["preset"] for r in runs) == sorted(params["models"])
+    assert len({r.data.tags["repro_id"] for r in runs}) == 1
+    for r in runs:
+        name = r.data.tags["preset"]
+        metrics = json.loads((root / "metrics" / f"{name}.json").read_text())
+        assert r.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+        assert r.data.tags["git_commit"] and r.data.tags["git_dirty"] in ("true", "false")
+        assert r.data.tags["dataset_dvc_md5"].endswith(".dir")
+        assert r.data.params["model.train.epochs"] == str(params["models"][name]["train"]["epochs"])
+        assert "dataset.classes.0" in r.data.params
+        epochs = client.get_metric_history(r.info.run_id, "val_accuracy")
+        assert [m.step for m in epochs] == list(range(1, len(epochs) + 1))
+        arts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"evaluation", "compare", "history.csv"} <= arts
+        evaluation = {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
+        assert "evaluation/images" in evaluation and "evaluation/tables" in evaluation
+        logged = client.search_logged_models(
+            [exp.experiment_id], filter_string=f"source_run_id = '{r.info.run_id}'"
+        )
+        assert len(logged) == 1
+
+
+def test_logged_models_predict_like_the_stage(project):
+    import mlflow
+    import numpy as np
+
+    root, _, _ = project
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    test = np.load(root / "data" / "prepared" / "digits10" / "test.npz")
+    x, y = test["x"][:200], test["y"][:200]
+    for name in ("scratch_cnn", "keras_small_cnn"):
+        run_id = (root / "models" / name / "mlflow_run_id").read_text().strip()
+        model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+        proba = np.asarray(model.predict(x))
+        assert proba.shape == (200, 10)
+        predictions = (root / "plots" / name / "predictions.csv").read_text().splitlines()[1:201]
+        expected = np.array([int(line.split(",")[1]) for line in predictions])
+        assert (proba.argmax(1) == expected).mean() >= 0.99
+        assert (expected == y).mean() > 0.2
+
+
+def test_second_repro_does_nothing(project):
+    root, env, _ = project
+    again = _sh([str(BIN / "dvc"), "repro"], root, env)
+    assert stages_run(again.stdout) == set()
+    assert "Data and pipelines are up to date" in again.stdout
+
+
+def test_param_change_reruns_only_the_affected_stages(project):
+    root, env, _ = project
+    _sh(
+        [str(BIN / "dvc"), "exp", "run", "-S", "models.dense_mlp.train.learning_rate=0.02"],
+        root,
+        env,
+    )
+    again = _sh([str(BIN / "dvc"), "repro"], root, env)  # the exp changed params in place
+    assert stages_run(again.stdout) == set()
+    _sh(
+        [str(BIN / "dvc"), "exp", "run", "-S", "models.cubic_mlp.train.learning_rate=0.02"],
+        root,
+        env,
+    )
+    proc = _sh([str(BIN / "dvc"), "exp", "show", "--json"], root, env)
+    assert "cubic_mlp" in proc.stdout
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["models"]["dense_mlp"]["train"]["learning_rate"] = 0.005
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _sh([str(BIN / "dvc"), "repro"], root, env).stdout
+    assert stages_run(out) == {"train@dense_mlp", "evaluate@dense_mlp", "plot"}
+    shown = _sh([str(BIN / "dvc"), "metrics", "show", "--json"], root, env).stdout
+    assert "metrics/dense_mlp.json" in shown
