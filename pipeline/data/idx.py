@@ -9,19 +9,24 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 UINT8 = 0x08
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class IdxError(ValueError):
     """A malformed IDX file; the message names the file."""
 
 
-def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Parse IDX bytes into a uint8 array of the header's shape."""
+def parse_header(data: bytes, name: str = "<bytes>") -> tuple[tuple[int, ...], int]:
+    """(shape, header length) from the first bytes of an IDX file (at least 20 suffice)."""
     if len(data) < 4:
         raise IdxError(f"{name}: {len(data)} bytes, too short for an IDX header")
     if data[0] != 0 or data[1] != 0:
@@ -35,13 +40,33 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if len(data) < header_len:
         raise IdxError(f"{name}: truncated header ({len(data)} bytes)")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64))
-    got = len(data) - header_len
+    return shape, header_len
+
+
+def check_header(head: bytes, size: int, name: str = "<bytes>") -> tuple[int, ...]:
+    """The shape in the header ``head`` (the first 20 bytes suffice) of an IDX file of ``size``
+    bytes; raise IdxError when the data does not fill exactly that shape."""
+    shape, header_len = parse_header(head, name)
+    expected, got = int(np.prod(shape, dtype=np.int64)), size - header_len
     if got != expected:
         raise IdxError(
             f"{name}: header says shape {shape} ({expected} bytes of data), file has {got}"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(shape)
+    return shape
+
+
+def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Parse IDX bytes into a uint8 array of the header's shape."""
+    shape = check_header(data, len(data), name)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * len(shape)).reshape(shape)
+
+
+def check_idx_file(path: Path) -> tuple[int, ...]:
+    """Check an uncompressed IDX file's header against its size without reading the data."""
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(4 + 4 * 4)
+    return check_header(head, path.stat().st_size, str(path))
 
 
 def read_bytes(path: Path) -> bytes:
@@ -60,25 +85,38 @@ def read_idx(path: Path) -> np.ndarray:
     return parse_idx(read_bytes(path), str(path))
 
 
+def idx_header(shape: tuple[int, ...]) -> bytes:
+    """The IDX header of a uint8 array of ``shape``."""
+    return bytes([0, 0, UINT8, len(shape)]) + np.asarray(shape, dtype=">u4").tobytes()
+
+
 def encode_idx(array: np.ndarray) -> bytes:
     """IDX bytes of a uint8 array."""
     if array.dtype != np.uint8:
         raise TypeError(f"IDX writer takes uint8, got {array.dtype}")
-    header = bytes([0, 0, UINT8, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    return header + np.ascontiguousarray(array).tobytes()
+    return idx_header(array.shape) + np.ascontiguousarray(array).tobytes()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over it."""
+@contextmanager
+def atomic_open(path: Path) -> Iterator[BinaryIO]:
+    """Write through a temporary file beside ``path``; on success fsync and rename it over
+    ``path``, on any exception delete it, so ``path`` is never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over it."""
+    with atomic_open(path) as f:
+        f.write(data)
