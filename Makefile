@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed
 export GX_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
+# Stage commands in dvc.yaml run `python`: the venv's, whatever shell make was called from.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup repro test test-fast lint actionlint format ui clean verify-repro
 
