@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,51 @@ def test_param_change_reruns_only_the_affected_stages(project):
     assert stages_run(out) == {"train@dense_mlp", "evaluate@dense_mlp", "plot"}
     shown = _sh([str(BIN / "dvc"), "metrics", "show", "--json"], root, env).stdout
     assert "metrics/dense_mlp.json" in shown
+
+
+def test_dataset_change_invalidates_only_its_own_branch(project):
+    root, env, _ = project
+    params_file = root / "params.yaml"
+    before = params_file.read_text()
+    params = yaml.safe_load(before)
+    params["datasets"]["digits025"]["val_fraction"] = 0.25
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(_sh([str(BIN / "dvc"), "status", "--json"], root, env).stdout)
+    finally:
+        params_file.write_text(before)
+    on_digits025 = [m for m, spec in params["models"].items() if spec["dataset"] == "digits025"]
+    expected = {"prepare@digits025"}
+    expected |= {f"{s}@{m}" for s in ("train", "evaluate") for m in on_digits025}
+    changed = {name.split(":")[-1] for name in status}
+    assert expected <= changed
+    assert "prepare@digits10" not in changed and "fetch" not in changed
+    assert not any(s.endswith("@keras_cnn") for s in changed)
+
+
+def test_queued_experiments_land_in_the_same_store(project):
+    from mlflow.tracking import MlflowClient
+
+    root, env, _ = project
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name("mnist")
+    before = {r.info.run_id for r in client.search_runs([exp.experiment_id])}
+    dvc = str(BIN / "dvc")
+    for lr in ("0.03", "0.04"):
+        _sh(
+            [dvc, "exp", "run", "--queue", "-S", f"models.dense_mlp.train.learning_rate={lr}"],
+            root,
+            env,
+        )
+    _sh([dvc, "queue", "start", "-j", "2"], root, env)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = _sh([dvc, "queue", "status"], root, env).stdout
+        if "Running" not in status and "Queued" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status, status
+    new = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_id not in before]
+    assert sorted(r.data.params["model.train.learning_rate"] for r in new) == ["0.03", "0.04"]
+    assert all(r.data.tags.get("dvc_exp_name") for r in new)
+    assert all(r.info.status == "FINISHED" for r in new)
