@@ -1,0 +1,69 @@
+"""scratch_dropout_cnn against its Keras twin keras_small_cnn: with the same weights and
+batch, the loss, every gradient and one Adam step agree within float32 tolerance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import params
+from pipeline.scratch.layers import Dropout
+from pipeline.scratch.network import Network
+from pipeline.scratch.optim import Adam
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+pytestmark = pytest.mark.slow  # importing TensorFlow alone takes several seconds
+
+
+def twins(seed: int = 0):
+    from pipeline.models.keras_backend import build_keras_model
+
+    p = params.load()
+    arch = p.models["scratch_dropout_cnn"].arch
+    assert p.models["keras_small_cnn"].arch == arch  # the same network by construction
+    net = Network(arch, (28, 28, 1), seed=seed)
+    for layer in net.layers:
+        if isinstance(layer, Dropout):
+            layer.rate = 0.0  # Keras runs with training=False below: dropout off in both
+    model = build_keras_model(arch, (28, 28, 1), seed=seed)
+    weighted = [layer for layer in model.layers if layer.weights]
+    assert len(weighted) == len(net.slices)
+    # Scratch weights into Keras, layer by layer (kernels share the (kh, kw, cin, cout) and
+    # (in, out) layouts; Flatten is NHWC in both).
+    for klayer, name in zip(weighted, net.slices, strict=True):
+        scratch_layer = next(layer for layer in net.layers if layer.name == name)
+        klayer.set_weights([scratch_layer.params["W"], scratch_layer.params["b"]])
+    return net, model, weighted
+
+
+def test_loss_gradients_and_adam_step_match_keras():
+    net, model, weighted = twins()
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 28, 28, 1), dtype=np.float32)  # (N, 28, 28, 1)
+    y = rng.integers(0, 10, 16)
+
+    loss, _ = net.loss_and_grads(x, y)
+    with tf.GradientTape() as tape:
+        proba = model(x, training=False)
+        kloss = keras.losses.SparseCategoricalCrossentropy()(y, proba)
+    kgrads = tape.gradient(kloss, model.trainable_variables)
+    assert loss == pytest.approx(float(kloss), rel=1e-5)
+    assert np.allclose(net.predict_proba(x), proba.numpy(), atol=1e-6)
+
+    kgrad = {v.path: g.numpy() for v, g in zip(model.trainable_variables, kgrads, strict=True)}
+    for klayer, name in zip(weighted, net.slices, strict=True):
+        scratch_layer = next(layer for layer in net.layers if layer.name == name)
+        for key, var in zip(("W", "b"), klayer.trainable_variables, strict=True):
+            g, kg = scratch_layer.grads[key], kgrad[var.path]
+            scale = float(np.max(np.abs(kg)))
+            assert np.max(np.abs(g - kg)) <= 1e-4 * scale + 1e-7, f"{name}/{key}"
+
+    keras.optimizers.Adam(1e-3).apply_gradients(zip(kgrads, model.trainable_variables, strict=True))
+    Adam(1e-3).step(net.flat_params, net.flat_grads, net.decay_mask)
+    for klayer, name in zip(weighted, net.slices, strict=True):
+        scratch_layer = next(layer for layer in net.layers if layer.name == name)
+        kw, kb = klayer.get_weights()
+        assert np.allclose(scratch_layer.params["W"], kw, atol=2e-6), name
+        assert np.allclose(scratch_layer.params["b"], kb, atol=2e-6), name
