@@ -1,0 +1,109 @@
+"""Build a params.yaml layer-spec list as a Keras model (families ``keras`` and ``custom``).
+
+One spec, one network: layer ``i`` of the spec becomes the layers named ``<type><i>`` (plus
+``<type><i>_bn`` and ``<type><i>_act`` for a stock conv or dense with batch norm), in the
+order the spec lists them: conv -> [BN] -> activation. So ``keras_small_cnn`` is the
+``scratch_dropout_cnn`` network layer for layer, and weights can be copied by name.
+
+Family ``custom`` swaps conv for CustomConv2D (batch norm and L2 inside the layer), pool
+for CustomMaxPooling2D and builds cubic as CubicDense; dense, dropout and flatten stay stock.
+Every initializer and dropout gets its own seed derived from ``seed``, so a build does not
+depend on the global random state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from pipeline.models.custom_layers import CubicDense, CustomConv2D, CustomMaxPooling2D
+from pipeline.params import (
+    ConvSpec,
+    CubicSpec,
+    DenseSpec,
+    DropoutSpec,
+    FlattenSpec,
+    LayerSpec,
+    PoolSpec,
+)
+
+
+def build_keras_model(
+    arch: Sequence[LayerSpec],
+    input_shape: tuple[int, ...] = (28, 28, 1),
+    n_classes: int | None = None,
+    seed: int = 0,
+    custom: bool = False,
+    name: str = "model",
+) -> keras.Model:
+    """A functional model of ``arch`` on ``keras.Input(input_shape)``; ``custom`` selects the
+    custom layers. ``n_classes``, when given, must equal the units of the last layer."""
+    if not arch:
+        raise ValueError("arch must list at least one layer")
+    last = arch[-1]
+    if n_classes is not None and (not isinstance(last, DenseSpec) or last.units != n_classes):
+        raise ValueError(f"the last layer must be a dense layer with {n_classes} units")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    for i, spec in enumerate(arch):
+        for layer in _layers(spec, i, seed=seed * 1000 + i, custom=custom):
+            x = layer(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def _layers(spec: LayerSpec, i: int, seed: int, custom: bool) -> list[keras.layers.Layer]:
+    init = keras.initializers.GlorotUniform(seed=seed)
+    if isinstance(spec, ConvSpec):
+        if custom:
+            conv = CustomConv2D(
+                spec.filters,
+                spec.kernel,
+                strides=spec.stride,
+                padding=spec.padding,
+                activation=spec.activation,
+                batch_norm=spec.batch_norm,
+                l2=spec.l2,
+                kernel_initializer=init,
+                name=f"conv{i}",
+            )
+            return [conv]
+        reg = keras.regularizers.L2(spec.l2) if spec.l2 > 0 else None
+        conv = keras.layers.Conv2D(
+            spec.filters,
+            spec.kernel,
+            strides=spec.stride,
+            padding=spec.padding,
+            kernel_initializer=init,
+            kernel_regularizer=reg,
+            name=f"conv{i}",
+        )
+        return _with_norm_and_activation(conv, spec.batch_norm, spec.activation, f"conv{i}")
+    if isinstance(spec, PoolSpec):
+        if custom:
+            return [CustomMaxPooling2D(spec.size, spec.stride, spec.padding, name=f"pool{i}")]
+        return [keras.layers.MaxPooling2D(spec.size, spec.stride, spec.padding, name=f"pool{i}")]
+    if isinstance(spec, FlattenSpec):
+        return [keras.layers.Flatten(name=f"flatten{i}")]
+    if isinstance(spec, DenseSpec):
+        dense = keras.layers.Dense(spec.units, kernel_initializer=init, name=f"dense{i}")
+        return _with_norm_and_activation(dense, spec.batch_norm, spec.activation, f"dense{i}")
+    if isinstance(spec, DropoutSpec):
+        return [keras.layers.Dropout(spec.rate, seed=seed, name=f"dropout{i}")]
+    if isinstance(spec, CubicSpec):
+        if not custom:
+            raise ValueError(f"layer {i}: cubic layers need family custom")
+        return [CubicDense(spec.units, kernel_initializer=init, name=f"cubic{i}")]
+    raise TypeError(f"layer {i}: unknown layer spec {spec!r}")
+
+
+def _with_norm_and_activation(
+    layer: keras.layers.Layer, batch_norm: bool, activation: str, name: str
+) -> list[keras.layers.Layer]:
+    """``layer -> [BatchNormalization] -> Activation`` (no Activation layer for linear)."""
+    layers = [layer]
+    if batch_norm:
+        layers.append(keras.layers.BatchNormalization(name=f"{name}_bn"))
+    if activation != "linear":
+        layers.append(keras.layers.Activation(activation, name=f"{name}_act"))
+    return layers

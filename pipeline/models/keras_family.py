@@ -1,0 +1,252 @@
+"""Train, save, load and inspect models of the ``keras`` and ``custom`` families.
+
+``train`` is what the train stage calls: seeded and deterministic on CPU, the shared
+rotation/shift augmentation (pipeline.augment) applied batch by batch, optional
+ReduceLROnPlateau / EarlyStopping(restore_best_weights) / best-model checkpoint from params,
+one line an epoch, and a history row an epoch for MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipeline.augment import augment
+from pipeline.data.prepared import Split
+from pipeline.models import custom_layers
+from pipeline.models.keras_backend import build_keras_model
+from pipeline.params import AugmentParams, ModelParams, TrainParams
+
+MODEL_FILE = "model.keras"
+BEST_FILE = "best.keras"
+HISTORY_KEYS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "epoch_seconds",
+    "images_per_second",
+)
+
+
+class AugmentedBatches(keras.utils.PyDataset):
+    """Batches of ``(x, y)``, reshuffled and re-augmented every epoch.
+
+    Batch ``i`` of epoch ``e`` depends only on ``(seed, e, i)``, so the order in which Keras
+    asks for batches cannot change the data it gets.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        augment_params: AugmentParams | None = None,
+    ):
+        super().__init__()
+        self.x, self.y = split.x, split.y
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.augment_params = augment_params
+        self.epoch = 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.y))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.y))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return augment(self.x[idx], rng, self.augment_params), self.y[idx]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order = self._permutation()
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Collects one history row an epoch and hands it to ``on_epoch``."""
+
+    def __init__(self, n_images: int, on_epoch: Callable[[dict], None] | None = None):
+        super().__init__()
+        self.n_images = n_images
+        self.on_epoch = on_epoch
+        self.rows: list[dict] = []
+        self._start = 0.0
+        self._learning_rate = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._learning_rate = current_learning_rate(self.model)  # the rate this epoch used
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start  # training and validation of the epoch
+        logs = logs or {}
+        row = {
+            "epoch": epoch + 1,
+            **{k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+            "learning_rate": self._learning_rate,
+            "epoch_seconds": seconds,
+            "images_per_second": self.n_images / seconds,
+        }
+        self.rows.append(row)
+        if self.on_epoch is not None:
+            self.on_epoch(row)
+
+
+def current_learning_rate(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TF seeds, and deterministic TF kernels (identical reruns on CPU)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_optimizer(tp: TrainParams) -> keras.optimizers.Optimizer:
+    decay = tp.weight_decay or None
+    if tp.optimizer == "sgd":
+        return keras.optimizers.SGD(tp.learning_rate, weight_decay=decay)
+    if tp.optimizer == "momentum":
+        return keras.optimizers.SGD(tp.learning_rate, momentum=tp.momentum, weight_decay=decay)
+    if tp.optimizer == "adam":
+        return keras.optimizers.Adam(tp.learning_rate, weight_decay=decay)
+    raise ValueError(f"unknown optimizer {tp.optimizer!r}")
+
+
+def build(mp: ModelParams, input_shape: tuple[int, ...], seed: int) -> keras.Model:
+    """The compiled model of ``mp`` (family keras: stock layers; custom: custom layers)."""
+    if mp.family not in ("keras", "custom"):
+        raise ValueError(f"family {mp.family!r} is not built by Keras")
+    model = build_keras_model(mp.arch, input_shape, seed=seed, custom=mp.family == "custom")
+    model.compile(
+        optimizer=make_optimizer(mp.train),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=False,  # XLA trains this CPU's convolutions about 6x slower
+    )
+    return model
+
+
+def _callbacks(tp: TrainParams, out_dir: Path) -> list[keras.callbacks.Callback]:
+    callbacks: list[keras.callbacks.Callback] = []
+    if tp.reduce_lr is not None:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=tp.reduce_lr.factor,
+                patience=tp.reduce_lr.patience,
+                min_lr=tp.reduce_lr.min_lr,
+                verbose=1,
+            )
+        )
+    if tp.early_stopping is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=tp.early_stopping.patience,
+                min_delta=tp.early_stopping.min_delta,
+                restore_best_weights=True,
+                verbose=1,
+            )
+        )
+    if tp.checkpoint:
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                out_dir / BEST_FILE, monitor="val_loss", save_best_only=True
+            )
+        )
+    return callbacks
+
+
+def train(
+    mp: ModelParams,
+    train: Split,
+    val: Split,
+    *,
+    seed: int,
+    out_dir: Path,
+    on_epoch: Callable[[dict], None] | None = None,
+    verbose: int | None = None,
+) -> list[dict]:
+    """Train ``mp`` on ``train`` (validated on ``val``), save ``out_dir/model.keras``, and
+    return one history row an epoch (keys ``HISTORY_KEYS``). ``verbose`` is Keras' own:
+    by default a progress bar on a terminal, one line an epoch in a log."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    tp = mp.train
+    model = build(mp, train.x.shape[1:], seed)
+    batches = AugmentedBatches(train, tp.batch_size, seed, tp.shuffle, tp.augment)
+    recorder = EpochRecorder(len(train), on_epoch)
+    model.fit(
+        batches,
+        epochs=tp.epochs,
+        validation_data=(val.x, val.y),
+        validation_batch_size=max(tp.batch_size, 256),
+        callbacks=[*_callbacks(tp, out_dir), recorder],
+        verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
+    )
+    model.save(out_dir / MODEL_FILE)
+    return recorder.rows
+
+
+def load(out_dir: Path) -> keras.Model:
+    """The final model saved by ``train`` (custom layers are registered by this module)."""
+    return keras.saving.load_model(Path(out_dir) / MODEL_FILE)
+
+
+def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities, (N, k) float32."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+_CONV_TYPES = (keras.layers.Conv2D, custom_layers.CustomConv2D)
+
+
+def _first_conv_index(model: keras.Model) -> int | None:
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, _CONV_TYPES):
+            return i
+    return None
+
+
+def first_layer_kernels(model: keras.Model) -> np.ndarray | None:
+    """Kernel of the first conv layer, (kh, kw, cin, cout); None when there is no conv."""
+    i = _first_conv_index(model)
+    if i is None:
+        return None
+    return keras.ops.convert_to_numpy(model.layers[i].kernel)
+
+
+def feature_maps(model: keras.Model, x: np.ndarray) -> np.ndarray | None:
+    """Output of the first conv block for images ``x``, (N, H, W, C): after its batch norm
+    and activation (stock conv blocks are conv -> BN -> activation layers; CustomConv2D
+    does all three). None when the model has no conv layer."""
+    i = _first_conv_index(model)
+    if i is None:
+        return None
+    layers = model.layers
+    while i + 1 < len(layers) and isinstance(
+        layers[i + 1], keras.layers.BatchNormalization | keras.layers.Activation
+    ):
+        i += 1
+    probe = keras.Model(model.input, layers[i].output)
+    return np.asarray(probe.predict(x, verbose=0), dtype=np.float32)
