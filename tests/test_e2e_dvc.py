@@ -187,8 +187,9 @@ def test_dataset_change_invalidates_only_its_own_branch(project):
     finally:
         params_file.write_text(before)
     on_digits025 = [m for m, spec in params["models"].items() if spec["dataset"] == "digits025"]
-    expected = {"prepare@digits025"}
-    expected |= {f"{s}@{m}" for s in ("train", "evaluate") for m in on_digits025}
+    # `dvc status` lists the stages whose own deps or params changed: evaluate@ follows
+    # once train@ has rewritten the model.
+    expected = {"prepare@digits025"} | {f"train@{m}" for m in on_digits025}
     changed = {name.split(":")[-1] for name in status}
     assert expected <= changed
     assert "prepare@digits10" not in changed and "fetch" not in changed
