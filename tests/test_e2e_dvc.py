@@ -22,6 +22,8 @@ from pipeline import workspace
 
 from .conftest import REPO
 
+# `make test` runs pytest-xdist with --dist loadfile: one worker takes this whole module, so
+# the module fixture's `dvc repro` runs once while the other worker takes the unit tests.
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 BIN = Path(sys.executable).parent
 
@@ -159,13 +161,8 @@ def test_param_change_reruns_only_the_affected_stages(project):
     )
     again = _sh([str(BIN / "dvc"), "repro"], root, env)  # the exp changed params in place
     assert stages_run(again.stdout) == set()
-    _sh(
-        [str(BIN / "dvc"), "exp", "run", "-S", "models.cubic_mlp.train.learning_rate=0.02"],
-        root,
-        env,
-    )
     proc = _sh([str(BIN / "dvc"), "exp", "show", "--json"], root, env)
-    assert "cubic_mlp" in proc.stdout
+    assert "dense_mlp" in proc.stdout
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["models"]["dense_mlp"]["train"]["learning_rate"] = 0.005
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -194,6 +191,35 @@ def test_dataset_change_invalidates_only_its_own_branch(project):
     assert expected <= changed
     assert "prepare@digits10" not in changed and "fetch" not in changed
     assert not any(s.endswith("@keras_cnn") for s in changed)
+
+
+def test_temp_experiment_lands_in_the_same_store(project):
+    """`dvc exp run --temp` runs in a copy under .dvc/tmp/exps: its run must reach the
+    workspace's store, not a store inside the copy that DVC deletes afterwards."""
+    from mlflow.tracking import MlflowClient
+
+    root, env, _ = project
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name("mnist")
+    before = {r.info.run_id for r in client.search_runs([exp.experiment_id])}
+    _sh(
+        [
+            str(BIN / "dvc"),
+            "exp",
+            "run",
+            "--temp",
+            "-S",
+            "models.cubic_mlp.train.learning_rate=0.02",
+        ],
+        root,
+        env,
+    )
+    new = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_id not in before]
+    assert [r.data.tags["preset"] for r in new] == ["cubic_mlp"]
+    assert new[0].data.params["model.train.learning_rate"] == "0.02"
+    assert new[0].data.tags.get("dvc_exp_name")
+    assert new[0].info.status == "FINISHED"
+    assert not list((root / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))
 
 
 def test_queued_experiments_land_in_the_same_store(project):
