@@ -12,6 +12,7 @@ STAMP := $(VENV)/.installed
 # order). xdist 3.8's loadgroup does not group under pytest 9.2: it rewrites
 # item._nodeid, which pytest 9 no longer reads.
 TEST_WORKERS ?= 2
+PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 export GX_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
@@ -37,10 +38,10 @@ repro: setup ## Run the whole pipeline (dvc repro) inside the venv
 	$(BIN)/dvc repro
 
 test: setup ## Run the test suite (the command CI runs) on TEST_WORKERS processes
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PYTEST)
 
 test-fast: setup ## Run the tests not marked slow
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: setup ## ruff check and ruff format --check
 	$(BIN)/ruff check .

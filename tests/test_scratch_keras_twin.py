@@ -33,14 +33,15 @@ def twins(seed: int = 0):
     assert len(weighted) == len(net.slices)
     # Scratch weights into Keras, layer by layer (kernels share the (kh, kw, cin, cout) and
     # (in, out) layouts; Flatten is NHWC in both).
-    for klayer, name in zip(weighted, net.slices, strict=True):
-        scratch_layer = next(layer for layer in net.layers if layer.name == name)
+    by_name = {layer.name: layer for layer in net.layers}
+    pairs = [(klayer, by_name[name]) for klayer, name in zip(weighted, net.slices, strict=True)]
+    for klayer, scratch_layer in pairs:
         klayer.set_weights([scratch_layer.params["W"], scratch_layer.params["b"]])
-    return net, model, weighted
+    return net, model, pairs
 
 
 def test_loss_gradients_and_adam_step_match_keras():
-    net, model, weighted = twins()
+    net, model, pairs = twins()
     rng = np.random.default_rng(0)
     x = rng.random((16, 28, 28, 1), dtype=np.float32)  # (N, 28, 28, 1)
     y = rng.integers(0, 10, 16)
@@ -54,24 +55,19 @@ def test_loss_gradients_and_adam_step_match_keras():
     assert np.allclose(net.predict_proba(x), proba.numpy(), atol=1e-6)
 
     kgrad = {v.path: g.numpy() for v, g in zip(model.trainable_variables, kgrads, strict=True)}
-    for klayer, name in zip(weighted, net.slices, strict=True):
-        scratch_layer = next(layer for layer in net.layers if layer.name == name)
+    for klayer, scratch_layer in pairs:
         for key, var in zip(("W", "b"), klayer.trainable_variables, strict=True):
             g, kg = scratch_layer.grads[key], kgrad[var.path]
             scale = float(np.max(np.abs(kg)))
-            assert np.max(np.abs(g - kg)) <= 1e-4 * scale + 1e-7, f"{name}/{key}"
-
-    # One Adam step from the same gradients: Adam divides by sqrt(v) + eps, so a gradient
-    # entry near eps turns a float32 rounding difference into a visible step difference.
-    # The gradients were compared above; here the optimizers are.
-    for klayer, name in zip(weighted, net.slices, strict=True):
-        scratch_layer = next(layer for layer in net.layers if layer.name == name)
-        for key, var in zip(("W", "b"), klayer.trainable_variables, strict=True):
-            scratch_layer.grads[key][...] = kgrad[var.path]
+            assert np.max(np.abs(g - kg)) <= 1e-4 * scale + 1e-7, f"{scratch_layer.name}/{key}"
+            # The Adam step below starts from identical gradients: Adam divides by
+            # sqrt(v) + eps, so where a gradient entry is near eps a float32 rounding
+            # difference would become a visible step difference. Here the optimizers are
+            # compared, the gradients just were.
+            g[...] = kg
     keras.optimizers.Adam(1e-3).apply_gradients(zip(kgrads, model.trainable_variables, strict=True))
     Adam(1e-3).step(net.flat_params, net.flat_grads, net.decay_mask)
-    for klayer, name in zip(weighted, net.slices, strict=True):
-        scratch_layer = next(layer for layer in net.layers if layer.name == name)
+    for klayer, scratch_layer in pairs:
         kw, kb = klayer.get_weights()
-        assert np.allclose(scratch_layer.params["W"], kw, atol=2e-6), name
-        assert np.allclose(scratch_layer.params["b"], kb, atol=2e-6), name
+        assert np.allclose(scratch_layer.params["W"], kw, atol=2e-6), scratch_layer.name
+        assert np.allclose(scratch_layer.params["b"], kb, atol=2e-6), scratch_layer.name
