@@ -61,7 +61,7 @@ ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:5000
 		--default-artifact-root "$(CURDIR)/mlartifacts"
 
 verify-repro: setup ## Run the tiny pipeline twice from clean copies; fail unless metrics are identical
-	$(BIN)/python -m pipeline.verify_repro --profile tiny
+	$(BIN)/python -m pipeline.tools.verify_repro --profile tiny
 
 bench: setup ## Scratch vs Keras training speed on 12,000 prepared MNIST images (needs `make repro` data)
 	$(BIN)/python -m pipeline.bench scratch --json

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import config
+from pipeline.core import config
 from pipeline.data.idx import encode_idx
 
 REPO = Path(__file__).resolve().parent.parent

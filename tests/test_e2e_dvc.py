@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import workspace
+from pipeline.tools import workspace
 
 from .conftest import REPO
 
@@ -66,7 +66,7 @@ def project(tmp_path_factory):
     }
     env["PATH"] = f"{BIN}:{env['PATH']}"
     env["GX_ANALYTICS_ENABLED"] = "False"
-    _sh([sys.executable, "-m", "pipeline.profile", "tiny"], root, env)
+    _sh([sys.executable, "-m", "pipeline.tools.profile", "tiny"], root, env)
     workspace.commit_all(root, "tiny profile")
     first = _sh([str(BIN / "dvc"), "repro"], root, env)
     return root, env, first.stdout

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import config
-from pipeline import params as params_mod
+from pipeline.core import config
+from pipeline.core import params as params_mod
 from pipeline.data import sources
 from pipeline.data.idx import IdxError, encode_idx
 from pipeline.stages import fetch as fetch_stage

@@ -8,10 +8,9 @@ import stat
 import numpy as np
 import pytest
 
+from pipeline.core.io import atomic_open, atomic_write
 from pipeline.data.idx import (
     IdxError,
-    atomic_open,
-    atomic_write,
     check_header,
     check_idx_file,
     encode_idx,

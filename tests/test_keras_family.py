@@ -9,11 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import bench_keras
-from pipeline import params as params_mod
-from pipeline.data.prepared import Split
-from pipeline.models import keras_family
-from pipeline.params import (
+from pipeline.core import params as params_mod
+from pipeline.core.params import (
     AugmentParams,
     ConvSpec,
     CubicSpec,
@@ -26,6 +23,9 @@ from pipeline.params import (
     ReduceLRParams,
     TrainParams,
 )
+from pipeline.data.prepared import Split
+from pipeline.models.keras import family as keras_family
+from pipeline.tools import bench_keras
 
 CNN = (
     ConvSpec("conv", 4, batch_norm=True),

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import figures, metrics
+from pipeline.report import figures, metrics
 
 
 def test_metrics_hand_computed():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import config, params
+from pipeline.core import config, params
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""pipeline.predict (and pipeline.predict_eval): digits from picture files, any model.
+"""pipeline.tools.predict (and pipeline.tools.predict_eval): digits from picture files, any model.
 
 Models are trained here, tiny, on digits 0, 2 and 5 drawn with Pillow's bundled font (the
 class map of ``digits025``), inside a temporary project root (``PIPELINE_ROOT``) that holds
@@ -26,10 +26,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline import config, families, predict
-from pipeline import params as params_mod
+from pipeline.core import config
+from pipeline.core import params as params_mod
 from pipeline.data.prepared import Split
-from pipeline.preprocess import to_mnist
+from pipeline.models import registry as families
+from pipeline.tools import predict
+from pipeline.tools.preprocess import to_mnist
 from tests.test_preprocess import glyph_mask, paint, png_header
 
 CLASSES = (0, 2, 5)
@@ -132,7 +134,7 @@ def expected(path: str | Path) -> int:
     return int(Path(path).name.split("_", 1)[0])
 
 
-def run_cli(root: Path, *args: str, module: str = "pipeline.predict", env=None, timeout=300):
+def run_cli(root: Path, *args: str, module: str = "pipeline.tools.predict", env=None, timeout=300):
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env |= {"PIPELINE_ROOT": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"} | (env or {})
     return subprocess.run(
@@ -238,7 +240,7 @@ def test_predict_eval_reports_accuracy(root, tmp_path):
     np.savez(tmp_path / "test.npz", x=x, y=np.asarray(CLASSES)[y])
     r = run_cli(
         root, "--model", TINY_PRESET, "--n", "12", "--data", str(tmp_path / "test.npz"),
-        module="pipeline.predict_eval",
+        module="pipeline.tools.predict_eval",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     line = next(x for x in r.stdout.splitlines() if x.startswith("accuracy on pictures"))
@@ -290,13 +292,11 @@ def store(tmp_path_factory) -> dict:
     the scratch model as a pyfunc."""
     import mlflow
 
-    from pipeline import tracking
-
     with warnings.catch_warnings(record=True):
         # MLflow advises type hints on ScratchModel.predict (partly under its own "once"
         # filter, which wins over pytest's "error"): record and drop the advice.
         warnings.simplefilter("always")
-        from pipeline import model_logging
+        from pipeline.core import tracking  # its import logs MLflow's advice
 
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -314,7 +314,7 @@ def store(tmp_path_factory) -> dict:
         model = keras_family.load(out)
         with mlflow.start_run(tags={"dataset": "not_prepared_here"}) as run:
             mlflow.log_params({f"dataset.classes.{i}": c for i, c in enumerate(CLASSES)})
-            model_logging.log_keras(model, x[:2])
+            tracking.log_keras_model(model, x[:2])
         version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "tiny-digits")
         mlflow.MlflowClient().set_registered_model_alias("tiny-digits", "champion", version.version)
         scratch_dir = folder / "scratch"
@@ -325,7 +325,7 @@ def store(tmp_path_factory) -> dict:
         )  # fmt: skip
         with mlflow.start_run(tags={"dataset": "digits025"}) as srun, warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*(Add|Any) type hint", UserWarning)  # as above
-            families.log_model("scratch", scratch.load(scratch_dir), scratch_dir, x[:2])
+            scratch.log_model(scratch.load(scratch_dir), scratch_dir, x[:2])
         return {
             "uri": uri,
             "keras_run": run.info.run_id,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import config, params
+from pipeline.core import config, params
 from pipeline.data.prepared import load_meta, load_split
 from pipeline.stages import prepare
 

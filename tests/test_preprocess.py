@@ -1,4 +1,4 @@
-"""pipeline.preprocess: ordinary pictures -> MNIST-like (28, 28, 1) arrays.
+"""pipeline.tools.preprocess: ordinary pictures -> MNIST-like (28, 28, 1) arrays.
 
 Digits are drawn with PIL (Pillow's bundled font, and pen strokes) and, when the prepared
 MNIST test split exists, taken from MNIST itself, then rendered as ordinary pictures:
@@ -19,9 +19,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from pipeline import config
-from pipeline import preprocess as pp
-from pipeline.predict_eval import render_picture
+from pipeline.core import config
+from pipeline.tools import preprocess as pp
+from pipeline.tools.predict_eval import render_picture
 
 MNIST_TEST = config.prepared_dir("digits10") / "test.npz"
 

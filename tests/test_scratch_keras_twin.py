@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import params
-from pipeline.scratch.layers import Dropout
-from pipeline.scratch.network import Network
-from pipeline.scratch.optim import Adam
+from pipeline.core import params
+from pipeline.models.numpy_cnn.layers import Dropout
+from pipeline.models.numpy_cnn.network import Network
+from pipeline.models.numpy_cnn.optim import Adam
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # importing TensorFlow alone takes several second
 
 
 def twins(seed: int = 0):
-    from pipeline.models.keras_backend import build_keras_model
+    from pipeline.models.keras.build import build_keras_model
 
     p = params.load()
     arch = p.models["scratch_dropout_cnn"].arch

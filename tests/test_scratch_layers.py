@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.scratch.layers import (
+from pipeline.models.numpy_cnn.layers import (
     BatchNorm,
     Conv2D,
     ConvReLUPool,

@@ -8,8 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.data.prepared import Split
-from pipeline.params import (
+from pipeline.core.params import (
     ConvSpec,
     DenseSpec,
     DropoutSpec,
@@ -20,10 +19,11 @@ from pipeline.params import (
     ReduceLRParams,
     TrainParams,
 )
-from pipeline.scratch import family
-from pipeline.scratch.layers import ConvReLUPool, Dropout
-from pipeline.scratch.network import Network
-from pipeline.scratch.optim import SGD, Adam, Momentum, make_optimizer
+from pipeline.data.prepared import Split
+from pipeline.models.numpy_cnn import family
+from pipeline.models.numpy_cnn.layers import ConvReLUPool, Dropout
+from pipeline.models.numpy_cnn.network import Network
+from pipeline.models.numpy_cnn.optim import SGD, Adam, Momentum, make_optimizer
 from tests.test_scratch_layers import numeric_grad, rel_err
 
 SMALL_BN = (
@@ -100,7 +100,7 @@ def test_network_from_spec_layers_and_names():
 
 
 def test_unknown_layer_and_bad_head_are_rejected():
-    from pipeline.params import CubicSpec
+    from pipeline.core.params import CubicSpec
 
     with pytest.raises(ValueError, match="no 'cubic' layer"):
         Network((FlattenSpec("flatten"), CubicSpec("cubic", 4), *SMALL[-1:]), (4, 4, 1))
@@ -221,7 +221,7 @@ def test_train_history_save_and_interface(tmp_path):
 
 
 def test_train_is_seeded_and_supports_augment_and_batchnorm(tmp_path):
-    from pipeline.params import AugmentParams
+    from pipeline.core.params import AugmentParams
 
     mp = model_params(SMALL_BN, epochs=1, optimizer="momentum", learning_rate=0.05,
                       augment=AugmentParams(10, 0.1), weight_decay=1e-4)  # fmt: skip
@@ -257,7 +257,7 @@ def test_scratch_package_is_pure_numpy():
     import sys
 
     code = (
-        "import sys, pipeline.scratch.family, pipeline.scratch.network;"
+        "import sys, pipeline.models.numpy_cnn.family, pipeline.models.numpy_cnn.network;"
         "bad = [m for m in ('tensorflow', 'keras', 'torch', 'jax', 'numba') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -266,7 +266,7 @@ def test_scratch_package_is_pure_numpy():
 
 
 def test_bench_reports_missing_data(tmp_path, capsys):
-    from pipeline import bench
+    from pipeline.tools import bench
 
     with pytest.raises(SystemExit, match="not found"):
         bench.main(["scratch", "--data", str(tmp_path / "missing.npz")])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tracking
+from pipeline.core import tracking
 
 
 def test_store_root_maps_dvc_temp_copies_to_the_repo(tmp_path):
@@ -83,7 +83,7 @@ def test_run_tags_carry_git_and_dvc_info(tmp_path, monkeypatch):
 def test_repro_id_is_shared_by_children_of_one_dvc_process(tmp_path):
     """Two stage processes started by the same parent named dvc get the same id."""
     fake_dvc = tmp_path / "dvc"
-    child = "from pipeline import tracking; print(tracking.repro_id())"
+    child = "from pipeline.core import tracking; print(tracking.repro_id())"
     fake_dvc.write_text(
         f"#!{sys.executable}\nimport subprocess, sys\n"
         f"for _ in range(2):\n"

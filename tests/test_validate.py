@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import config
-from pipeline import params as params_mod
+from pipeline.core import config
+from pipeline.core import params as params_mod
+from pipeline.core.params import RowBounds, ShareBounds, ValidateParams
 from pipeline.data import table as tables
-from pipeline.data.idx import encode_idx
-from pipeline.params import RowBounds, ShareBounds, ValidateParams
+from pipeline.data.idx import IdxError, encode_idx
 from pipeline.stages import validate
 
 N_TRAIN, N_TEST = 200, 50
@@ -75,7 +75,7 @@ def _failed(summary: dict) -> set[tuple[str, str, str | None]]:
 
 def _report(out: Path) -> dict:
     assert (out / "index.html").is_file()
-    return json.loads((out / validate.SUMMARY).read_text())
+    return json.loads((out / config.SUMMARY_JSON).read_text())
 
 
 def test_passes_on_good_data(tmp_path, good, params):
@@ -176,7 +176,9 @@ def test_each_expectation_fails_on_broken_data(tmp_path, good, params, name):
     assert not summary["success"]
     assert _failed(summary) == expected
     assert summary["expectations"] == {"run": 16, "failed": len(expected)}
-    assert str(err.value).splitlines() == [f["message"] for f in summary["failures"]]
+    header, *lines = str(err.value).splitlines()
+    assert header == f"{len(expected)} expectation(s) failed (report in {out}):"
+    assert lines == [f["message"] for f in summary["failures"]]
 
 
 def test_messages_name_the_offending_values(tmp_path, good, params):
@@ -184,7 +186,7 @@ def test_messages_name_the_offending_values(tmp_path, good, params):
     splits, p = _break_overlap(*_break_blank(splits, p))
     with pytest.raises(validate.ValidationFailed) as err:
         validate.check(splits, p.validate, tmp_path / "out")
-    lines = str(err.value).splitlines()
+    lines = str(err.value).splitlines()[1:]
     assert lines == [
         "train: expected label in {0..9}: 2 images are not, e.g. 11 (index 3), 12 (index 4)",
         "test: expected not blank: >= 1 ink pixels: 1 images are not, e.g. 0 (index 7)",
@@ -194,7 +196,7 @@ def test_messages_name_the_offending_values(tmp_path, good, params):
     rows = {**p.validate.rows, "train": RowBounds(300, 400)}
     with pytest.raises(validate.ValidationFailed) as err:
         validate.check(splits, dataclasses.replace(p.validate, rows=rows), tmp_path / "out")
-    assert str(err.value).splitlines() == [
+    assert str(err.value).splitlines()[1:] == [
         "train: expected row count in [300, 400]: observed 200",
         "class_share: expected each class's share of its split in [0.05, 0.15]: 2 classes are not, "
         "e.g. 0.2 (split train, label 0), 0.0 (split train, label 1)",
@@ -235,7 +237,7 @@ def test_main_exit_codes(tmp_path, monkeypatch, capsys, good, params):
 def test_images_and_labels_must_match(tmp_path, good, params):
     splits = _copy(good)
     splits["test"] = (splits["test"][0], splits["test"][1][:-1])
-    with pytest.raises(validate.IdxError, match="test: images"):
+    with pytest.raises(IdxError, match="test: images"):
         validate.run(params, _write_raw(tmp_path / "raw", splits), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

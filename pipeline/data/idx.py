@@ -7,18 +7,11 @@ big-endian uint32 per dimension. Anything else is refused with an error naming t
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 UINT8 = 0x08
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class IdxError(ValueError):
@@ -95,28 +88,3 @@ def encode_idx(array: np.ndarray) -> bytes:
     if array.dtype != np.uint8:
         raise TypeError(f"IDX writer takes uint8, got {array.dtype}")
     return idx_header(array.shape) + np.ascontiguousarray(array).tobytes()
-
-
-@contextmanager
-def atomic_open(path: Path) -> Iterator[BinaryIO]:
-    """Write through a temporary file beside ``path``; on success fsync and rename it over
-    ``path``, on any exception delete it, so ``path`` is never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over it."""
-    with atomic_open(path) as f:
-        f.write(data)

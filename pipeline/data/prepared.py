@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core import config
+from pipeline.core.io import atomic_save
+
 
 @dataclass(frozen=True)
 class Split:
@@ -23,7 +26,7 @@ class Split:
 
 
 def load_split(dataset_dir: Path, split: str) -> Split:
-    path = Path(dataset_dir) / f"{split}.npz"
+    path = config.split_file(Path(dataset_dir), split)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: prepared split missing; run `dvc repro prepare`")
     with np.load(path, allow_pickle=False) as f:
@@ -31,12 +34,9 @@ def load_split(dataset_dir: Path, split: str) -> Split:
 
 
 def load_meta(dataset_dir: Path) -> dict:
-    return json.loads((Path(dataset_dir) / "meta.json").read_text())
+    return json.loads((Path(dataset_dir) / config.META_JSON).read_text())
 
 
 def save_split(path: Path, split: Split) -> None:
     """Write one split atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, x=split.x, y=split.y)
-    tmp.replace(path)
+    atomic_save(path, lambda tmp: np.savez(tmp, x=split.x, y=split.y))

@@ -30,8 +30,9 @@ import requests
 from numpy._core.multiarray import _reconstruct
 from tqdm import tqdm
 
-from pipeline.config import RAW_FILES
-from pipeline.data.idx import atomic_open, check_header, idx_header
+from pipeline.core.config import RAW_FILES
+from pipeline.core.io import atomic_open
+from pipeline.data.idx import check_header, idx_header
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 16

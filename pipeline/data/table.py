@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import config
+from pipeline.core import config
 from pipeline.data.idx import IdxError, read_idx
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (images (N, H, W), labels (N,))

@@ -9,24 +9,18 @@ normalized, and the per-model figures; all of it is added to the model's MLflow 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline import config, families, figures, metrics, tracking
+from pipeline.core import config, runner, tracking
+from pipeline.core.io import atomic_dir, atomic_write
+from pipeline.core.params import Params
 from pipeline.data.prepared import load_meta, load_split
-from pipeline.params import Params
-from pipeline.stages import cli
-from pipeline.stages.train import HISTORY_FILE
-
-PREDICTIONS = "predictions.csv"  # actual, predicted: DVC's confusion template
-HISTORY = "history.csv"  # the training history, for DVC's linear template
-IMAGES = "images"  # PNG figures, rendered as images by `dvc plots show`
-TABLES = "tables"  # confusion matrix CSVs and the classification report
+from pipeline.models import registry
+from pipeline.report import figures, metrics
 
 
 def _figures(name, family, model, test, y_pred, names, counts, history, out: Path) -> None:
@@ -46,13 +40,20 @@ def _figures(name, family, model, test, y_pred, names, counts, history, out: Pat
         figures.save(figures.feature_maps(test.x[0], maps, title), out / "feature_maps.png")
 
 
+def _tables(out: Path, y_true, y_pred, names: list[str], counts, normalized) -> None:
+    out.mkdir()
+    frame = pd.DataFrame(counts, index=names, columns=names).rename_axis("actual")
+    frame.to_csv(out / config.CONFUSION_CSV)
+    norm = pd.DataFrame(np.round(normalized, 6), index=names, columns=names)
+    norm.rename_axis("actual").to_csv(out / config.CONFUSION_NORMALIZED_CSV)
+    (out / config.CLASSIFICATION_REPORT).write_text(metrics.report(y_true, y_pred, names))
+
+
 def run(
     params: Params, name: str, data_dir: Path, model_dir: Path, metrics_path: Path, plots: Path
 ) -> dict:
-    import mlflow
-
     mp = params.models[name]
-    family = families.get(mp.family)
+    family = registry.get(mp.family)
     test = load_split(data_dir, "test")
     names = [str(c) for c in load_meta(data_dir)["classes"]]
     model = family.load(model_dir)
@@ -60,40 +61,24 @@ def run(
     y_pred = proba.argmax(axis=1)
     result = metrics.compute(test.y, proba, names)
     counts, normalized = metrics.confusion(test.y, y_pred, len(names))
-    history = pd.read_csv(model_dir / HISTORY_FILE)
+    history = pd.read_csv(model_dir / config.HISTORY_CSV)
 
-    plots.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=plots.parent, prefix=f".{plots.name}."))
-    try:
-        pd.DataFrame({"actual": test.y, "predicted": y_pred}).to_csv(tmp / PREDICTIONS, index=False)
-        history.to_csv(tmp / HISTORY, index=False)
-        (tmp / TABLES).mkdir()
-        frame = pd.DataFrame(counts, index=names, columns=names).rename_axis("actual")
-        frame.to_csv(tmp / TABLES / "confusion_matrix.csv")
-        norm = pd.DataFrame(np.round(normalized, 6), index=names, columns=names)
-        norm.rename_axis("actual").to_csv(tmp / TABLES / "confusion_matrix_normalized.csv")
-        report = metrics.report(test.y, y_pred, names)
-        (tmp / TABLES / "classification_report.txt").write_text(report)
-        _figures(name, family, model, test, y_pred, names, counts, history, tmp / IMAGES)
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_metrics = metrics_path.with_name(f".{metrics_path.name}.tmp")
-        tmp_metrics.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        if plots.exists():
-            shutil.rmtree(plots)
-        tmp.rename(plots)
-        tmp_metrics.replace(metrics_path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(plots) as tmp:
+        predictions = pd.DataFrame({"actual": test.y, "predicted": y_pred})
+        predictions.to_csv(tmp / config.PREDICTIONS_CSV, index=False)
+        history.to_csv(tmp / config.HISTORY_CSV, index=False)
+        _tables(tmp / config.TABLES_DIR, test.y, y_pred, names, counts, normalized)
+        _figures(name, family, model, test, y_pred, names, counts, history, tmp / config.IMAGES_DIR)
+    atomic_write(metrics_path, json.dumps(result, indent=2, sort_keys=True) + "\n")
 
     tracking.setup(params.mlflow.experiment)
-    with mlflow.start_run(run_id=tracking.load_run_id(model_dir)):
+    with tracking.reopen(tracking.load_run_id(model_dir)):
         flat = {f"test_{k}": v for k, v in result.items() if not isinstance(v, dict)}
         for cls, figs in result["per_class"].items():
             flat |= {f"test_{m}_class_{cls}": v for m, v in figs.items() if m != "support"}
-        tracking.with_retry(lambda: mlflow.log_metrics(flat))
-        mlflow.log_artifacts(str(plots), artifact_path="evaluation")
-        mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
+        tracking.log_metrics(flat)
+        tracking.log_artifacts(plots, artifact_path="evaluation")
+        tracking.log_artifact(metrics_path, artifact_path="evaluation")
     return result
 
 
@@ -110,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return f"test accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}"
 
-    return cli.run_stage("evaluate", body, argv, section="models")
+    return runner.run_stage("evaluate", body, argv, section="models")
 
 
 if __name__ == "__main__":

@@ -9,15 +9,12 @@ in place the stage does nothing. The sources live in :mod:`pipeline.data.sources
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
-from pipeline import config
-from pipeline import params as params_mod
+from pipeline.core import config, runner
+from pipeline.core.params import Params
 from pipeline.data import sources
-from pipeline.data.idx import IdxError
-from pipeline.params import Params
 
 
 def run(params: Params, out_dir: Path, cache: Path | None = None) -> dict[str, str]:
@@ -30,21 +27,13 @@ def run(params: Params, out_dir: Path, cache: Path | None = None) -> dict[str, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv:
-        print("usage: python -m pipeline.stages.fetch", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="fetch: %(message)s", stream=sys.stderr)
-    try:
-        params = params_mod.load()
+    def body(params: Params) -> str:
         out_dir = config.raw_dir(params.data.source)
         hashes = run(params, out_dir)
-    except (params_mod.ParamsError, sources.FetchError, IdxError) as exc:
-        print(f"fetch: error: {exc}", file=sys.stderr)
-        return 1
-    for name, digest in hashes.items():
-        print(f"fetch: {out_dir / name}  sha256 {digest}")
-    return 0
+        lines = [f"{out_dir / name}  sha256 {digest}" for name, digest in hashes.items()]
+        return "\nfetch: ".join(lines)
+
+    return runner.run_stage("fetch", body, argv)
 
 
 if __name__ == "__main__":

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from pipeline import config
-from pipeline import params as params_mod
+from pipeline.core import config, runner
+from pipeline.core import params as params_mod
+from pipeline.core.io import atomic_dir
+from pipeline.core.params import DatasetParams, Params
 from pipeline.data.idx import IdxError, read_idx
 from pipeline.data.prepared import Split, save_split
-from pipeline.params import DatasetParams, Params
-from pipeline.stages import cli
 
 SCALE = 255.0
 
@@ -113,18 +111,10 @@ def run(params: Params, name: str, raw_dir: Path, out_dir: Path) -> dict:
         "params": params_mod.to_dict(ds),
         "source_sha256": {f: _sha256(raw_dir / f) for f in config.RAW_FILES},
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         for s, sp in splits.items():
-            save_split(tmp / f"{s}.npz", sp)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            save_split(config.split_file(tmp, s), sp)
+        (tmp / config.META_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
@@ -133,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = run(params, name, config.raw_dir(params.data.source), config.prepared_dir(name))
         return f"{meta['sizes']} ({meta['num_classes']} classes)"
 
-    return cli.run_stage("prepare", body, argv, section="datasets")
+    return runner.run_stage("prepare", body, argv, section="datasets")
 
 
 if __name__ == "__main__":

@@ -4,74 +4,48 @@ Builds the model of ``models.<model>`` with its family, trains it on the dataset
 and validation splits and records one MLflow run: every param of the model and its
 dataset, the tags of the run contract, per-epoch metrics (step = epoch) as they happen,
 ``history.csv`` and the model in its MLflow flavor. The run id is kept in models/<model>/
-so that evaluate@<model> and plot add to the same run. Output is written to a temporary
-folder and renamed into place at the end.
+so that evaluate@<model> and plot add to the same run. The output folder is replaced
+atomically at the end: a failure keeps the previous one.
 """
 
 from __future__ import annotations
 
-import math
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline import config, families, tracking
-from pipeline import params as params_mod
+from pipeline.core import config, runner, tracking
+from pipeline.core import params as params_mod
+from pipeline.core.io import atomic_dir
+from pipeline.core.params import Params
 from pipeline.data.prepared import load_split
-from pipeline.params import Params
-from pipeline.stages import cli
-
-HISTORY_FILE = "history.csv"
-
-
-def _finite(row: dict) -> dict[str, float]:
-    return {
-        k: float(v)
-        for k, v in row.items()
-        if k != "epoch" and isinstance(v, int | float) and math.isfinite(v)
-    }
+from pipeline.models import registry
 
 
 def run(params: Params, name: str, data_dir: Path, out_dir: Path) -> tuple[str, pd.DataFrame]:
     """Train model ``name``; return the MLflow run id and the history."""
-    import mlflow
-
     mp = params.models[name]
-    family = families.get(mp.family)
+    family = registry.get(mp.family)
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
     tracking.setup(params.mlflow.experiment)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    tags = tracking.run_tags(name, mp.family, mp.dataset)
-    try:
-        with mlflow.start_run(run_name=name, tags=tags) as active:
-            run_id = active.info.run_id
-            logged = {"seed": params.seed, "model": name}
-            logged |= {f"model.{k}": v for k, v in params_mod.flatten(mp).items()}
-            ds = params.datasets[mp.dataset]
-            logged |= {f"dataset.{k}": v for k, v in params_mod.flatten(ds).items()}
-            logged |= {"dataset.n_train": len(train), "dataset.n_val": len(val)}
-            tracking.with_retry(lambda: mlflow.log_params(logged))
+    with atomic_dir(out_dir) as tmp, tracking.training_run(name, mp.family, mp.dataset) as run_id:
+        logged = {"seed": params.seed, "model": name}
+        logged |= {f"model.{k}": v for k, v in params_mod.flatten(mp).items()}
+        ds = params.datasets[mp.dataset]
+        logged |= {f"dataset.{k}": v for k, v in params_mod.flatten(ds).items()}
+        logged |= {"dataset.n_train": len(train), "dataset.n_val": len(val)}
+        tracking.log_params(logged)
 
-            def on_epoch(row: dict) -> None:
-                step = int(row["epoch"])
-                tracking.with_retry(lambda: mlflow.log_metrics(_finite(row), step=step))
+        def on_epoch(row: dict) -> None:
+            tracking.log_metrics(row, step=int(row["epoch"]))
 
-            history = family.train(mp, train, val, seed=params.seed, out_dir=tmp, on_epoch=on_epoch)
-            frame = pd.DataFrame(history)
-            frame.to_csv(tmp / HISTORY_FILE, index=False)
-            tracking.save_run_id(tmp, run_id)
-            mlflow.log_artifact(str(tmp / HISTORY_FILE))
-            families.log_model(mp.family, family.load(tmp), tmp, train.x[:2])
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        history = family.train(mp, train, val, seed=params.seed, out_dir=tmp, on_epoch=on_epoch)
+        frame = pd.DataFrame(history)
+        frame.to_csv(tmp / config.HISTORY_CSV, index=False)
+        tracking.save_run_id(tmp, run_id)
+        tracking.log_artifact(tmp / config.HISTORY_CSV)
+        family.log_model(family.load(tmp), tmp, train.x[:2])
     return run_id, frame
 
 
@@ -84,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(history)} epochs, val_accuracy {last['val_accuracy']:.4f}, MLflow run {run_id}"
         )
 
-    return cli.run_stage("train", body, argv, section="models")
+    return runner.run_stage("train", body, argv, section="models")
 
 
 if __name__ == "__main__":

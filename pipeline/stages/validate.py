@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,18 +25,16 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
-from pipeline import config
-from pipeline import params as params_mod
+from pipeline.core import config, runner
+from pipeline.core.io import atomic_dir
+from pipeline.core.params import Params, ValidateParams
 from pipeline.data import table as tables
-from pipeline.data.idx import IdxError
-from pipeline.params import Params, ValidateParams
 
 SITE = "validation"
-SUMMARY = "summary.json"
 E = gx.expectations
 
 
-class ValidationFailed(Exception):
+class ValidationFailed(runner.StageError):
     """At least one expectation failed; the message has one line per failure."""
 
 
@@ -144,10 +140,7 @@ def check(splits: tables.Splits, v: ValidateParams, out_dir: Path, source: str =
     for frame in frames.values():  # GX reports the (unnamed) index of offending rows: cheap
         frame.index = frame["index"].to_numpy()
     frames["class_share"] = tables.class_shares(table, v.labels)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the report is for everyone
-    try:
+    with atomic_dir(out_dir) as tmp:
         ctx = _context(tmp)
         asset = ctx.data_sources.add_pandas("raw").add_dataframe_asset("tables")
         batch = asset.add_batch_definition_whole_dataframe("whole")
@@ -172,14 +165,12 @@ def check(splits: tables.Splits, v: ValidateParams, out_dir: Path, source: str =
             "failures": failures,
             "splits": tables.split_figures(table, frames["class_share"]),
         }
-        (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / config.SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if failures:
-        raise ValidationFailed("\n".join(f["message"] for f in failures))
+        lines = [f["message"] for f in failures]
+        raise ValidationFailed(
+            f"{len(lines)} expectation(s) failed (report in {out_dir}):\n" + "\n".join(lines)
+        )
     return summary
 
 
@@ -188,22 +179,14 @@ def run(params: Params, raw_dir: Path, out_dir: Path) -> dict:
     return check(tables.load_splits(raw_dir), params.validate, out_dir, params.data.source)
 
 
-def main() -> int:
-    start = time.perf_counter()
-    try:
-        params = params_mod.load()
+def main(argv: list[str] | None = None) -> int:
+    def body(params: Params) -> str:
+        start = time.perf_counter()
         summary = run(params, config.raw_dir(params.data.source), config.validation_dir())
-    except ValidationFailed as exc:
-        lines = str(exc).splitlines()
-        print(f"validate: {len(lines)} expectation(s) failed:", *lines, sep="\n", file=sys.stderr)
-        print(f"validate: report in {config.validation_dir()}", file=sys.stderr)
-        return 1
-    except (params_mod.ParamsError, IdxError, FileNotFoundError) as exc:
-        print(f"validate: error: {exc}", file=sys.stderr)
-        return 1
-    n, s = summary["expectations"]["run"], time.perf_counter() - start
-    print(f"validate: {n} expectations passed on {params.data.source} ({s:.1f} s)")
-    return 0
+        n, s = summary["expectations"]["run"], time.perf_counter() - start
+        return f"{n} expectations passed on {params.data.source} ({s:.1f} s)"
+
+    return runner.run_stage("validate", body, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""MLflow run contract (DESIGN.md "MLflow run contract").
+"""The MLflow run contract (docs/architecture.md, "MLflow run contract"): the only module
+of the package that imports mlflow.
 
 - Store: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<repo root>/mlflow.db`` with
   artifacts in ``<repo root>/mlartifacts``. Inside a ``dvc exp run --temp/--queue`` copy
@@ -8,24 +9,37 @@
   evaluate@ and plot reopen that run.
 - Tags: git commit and dirty flag, DVC hash of the prepared dataset, family, preset, DVC
   experiment name, and ``repro_id``, shared by every run of one ``dvc repro`` invocation.
+- Models are logged in their flavor with a signature and an input example: keras and custom
+  families through ``mlflow.tensorflow.log_model`` (``mlflow.keras.log_model`` with an input
+  example fails on MLflow 3.17 with Keras 3.15), with the ``pipeline`` package shipped beside
+  the model (``code_paths``) so that the custom layers load anywhere; the scratch family as a
+  pyfunc wrapping its ``model.npz``. Requirements are pinned from the installed versions
+  rather than inferred (inference loads the model again in a subprocess).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import mlflow
+import numpy as np
 import yaml
+from mlflow.models import infer_signature
 
-from pipeline import config
+from pipeline.core import config
 
-RUN_ID_FILE = "mlflow_run_id"
 T = TypeVar("T")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole pipeline package
+MODEL_ARTIFACT = "model"
 
 
 def store_root(root: Path = config.ROOT) -> Path:
@@ -62,8 +76,6 @@ def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.5) -> T:
 
 def setup(experiment: str, root: Path = config.ROOT) -> str:
     """Point MLflow at the project store and make sure ``experiment`` exists; its id."""
-    import mlflow
-
     mlflow.set_tracking_uri(tracking_uri(root))
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         config.mlflow_artifacts(store_root(root)).mkdir(parents=True, exist_ok=True)
@@ -160,11 +172,120 @@ def run_tags(model: str, family: str, dataset: str, root: Path = config.ROOT) ->
 
 
 def save_run_id(model_dir: Path, run_id: str) -> None:
-    (model_dir / RUN_ID_FILE).write_text(run_id + "\n")
+    (model_dir / config.RUN_ID_FILE).write_text(run_id + "\n")
 
 
 def load_run_id(model_dir: Path) -> str:
-    path = model_dir / RUN_ID_FILE
+    path = model_dir / config.RUN_ID_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no MLflow run id; run `dvc repro train` first")
     return path.read_text().strip()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@contextmanager
+def training_run(model: str, family: str, dataset: str, root: Path = config.ROOT) -> Iterator[str]:
+    """A new run of the contract for one execution of train@<model>; yields its id."""
+    with mlflow.start_run(run_name=model, tags=run_tags(model, family, dataset, root)) as run:
+        yield run.info.run_id
+
+
+@contextmanager
+def reopen(run_id: str) -> Iterator[str]:
+    """Add to an existing run (evaluate@ and plot add to the training's run)."""
+    with mlflow.start_run(run_id=run_id):
+        yield run_id
+
+
+def log_params(values: dict[str, Any]) -> None:
+    with_retry(lambda: mlflow.log_params(values))
+
+
+def _finite(row: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if k != "epoch" and isinstance(v, int | float) and math.isfinite(v)
+    }
+
+
+def log_metrics(values: dict[str, Any], step: int | None = None) -> None:
+    """Log the finite numbers of ``values`` (an ``epoch`` key is the step, not a metric)."""
+    with_retry(lambda: mlflow.log_metrics(_finite(values), step=step))
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_artifacts(folder: Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _pins(*dists: str) -> list[str]:
+    return [f"{d}=={version(d)}" for d in dists]
+
+
+def log_keras_model(model, example: np.ndarray) -> None:
+    """Log a Keras model to the active run (tensorflow flavor)."""
+    proba = np.asarray(model.predict(example, verbose=0))
+    mlflow.tensorflow.log_model(
+        model,
+        name=MODEL_ARTIFACT,
+        signature=infer_signature(example, proba),
+        input_example=example,
+        code_paths=[str(PACKAGE_DIR)],
+        pip_requirements=_pins("tensorflow-cpu", "keras", "numpy"),
+    )
+
+
+def log_pyfunc_model(
+    code_file: Path, artifacts: dict[str, Path], example: np.ndarray, proba: np.ndarray
+) -> None:
+    """Log a pyfunc model defined in ``code_file`` (models-from-code: no pickle of the class)
+    with its ``artifacts`` to the active run."""
+    mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=str(code_file),
+        artifacts={k: str(v) for k, v in artifacts.items()},
+        signature=infer_signature(example, proba),
+        input_example=example,
+        code_paths=[str(PACKAGE_DIR)],
+        pip_requirements=_pins("numpy"),
+    )
+
+
+def load_pyfunc(uri: str):
+    """An MLflow model (``runs:/``, ``models:/``, a model folder) from the project store."""
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.pyfunc.load_model(uri)
+
+
+def run_params_and_tags(run_id: str) -> tuple[dict[str, str], dict[str, str]]:
+    run = mlflow.MlflowClient().get_run(run_id)
+    return dict(run.data.params), dict(run.data.tags)
+
+
+def model_source_run(uri: str) -> str | None:
+    """The MLflow run that logged the model at ``uri`` (None when it cannot be told)."""
+    client = mlflow.MlflowClient()
+    if uri.startswith("runs:/"):
+        return uri[len("runs:/") :].split("/", 1)[0] or None
+    if not uri.startswith("models:/"):
+        return None
+    rest = uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return client.get_model_version_by_alias(name, alias).run_id
+    if "/" in rest:
+        name, version = rest.split("/", 1)
+        if version == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            return max(versions, key=lambda v: int(v.version)).run_id if versions else None
+        return client.get_model_version(name, version).run_id
+    return client.get_logged_model(rest).source_run_id  # models:/<model id> (MLflow 3)

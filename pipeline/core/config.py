@@ -1,6 +1,8 @@
-"""Paths between stages, defined once (DESIGN.md "Files between stages").
+"""Every path between stages and every file name in them, defined once
+(docs/architecture.md, "Files between stages").
 
-Every stage reads and writes through these helpers; no stage body spells a path literal.
+Every stage reads and writes through these names and helpers; no stage body spells a path
+or file name literal.
 The repository root is the folder holding ``params.yaml``: ``PIPELINE_ROOT`` when set,
 else the current directory when it holds one (``dvc repro`` runs stages from the root),
 else the checkout this package lives in.
@@ -21,7 +23,7 @@ def _find_root() -> Path:
     cwd = Path.cwd()
     if (cwd / PARAMS_FILE).is_file():
         return cwd.resolve()
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 ROOT = _find_root()
@@ -33,6 +35,26 @@ RAW_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 SPLITS = ("train", "val", "test")
+
+# File names inside the stage outputs.
+META_JSON = "meta.json"  # data/prepared/<dataset>/: class map, counts, source hashes
+SUMMARY_JSON = "summary.json"  # reports/validation/: what passed, with the raw files' hashes
+HISTORY_CSV = "history.csv"  # models/<model>/ and plots/<model>/: one row an epoch
+RUN_ID_FILE = "mlflow_run_id"  # models/<model>/: the MLflow run of the training
+PREDICTIONS_CSV = "predictions.csv"  # plots/<model>/: actual, predicted (DVC confusion template)
+IMAGES_DIR = "images"  # plots/<model>/: PNG figures, rendered as images by `dvc plots show`
+TABLES_DIR = "tables"  # plots/<model>/: confusion matrix CSVs, classification report
+CONFUSION_CSV = "confusion_matrix.csv"
+CONFUSION_NORMALIZED_CSV = "confusion_matrix_normalized.csv"
+CLASSIFICATION_REPORT = "classification_report.txt"
+ACCURACY_CSV = "accuracy.csv"  # plots/compare/: test accuracy of every model
+ACCURACY_PNG = "test_accuracy.png"
+CURVES_PNG = "validation_curves.png"
+
+
+def split_file(dataset_dir: Path, split: str) -> Path:
+    """data/prepared/<dataset>/<split>.npz."""
+    return dataset_dir / f"{split}.npz"
 
 
 def params_path(root: Path = ROOT) -> Path:

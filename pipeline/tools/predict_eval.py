@@ -3,10 +3,10 @@
 Renders N MNIST test digits as ordinary picture files (enlarged, aspect jittered,
 off-centre on a larger canvas, dark-on-light or light-on-dark in random colours, a little
 noise; RGB, grey or RGBA; PNG, JPEG, BMP or WebP) into a temporary folder, reads them back
-through ``pipeline.predict`` (load_image -> to_mnist -> model) and prints the share read
+through ``pipeline.tools.predict`` (load_image -> to_mnist -> model) and prints the share read
 right, beside the model's accuracy on the same digits as MNIST arrays.
 
-    python -m pipeline.predict_eval --model keras_cnn --n 1000
+    python -m pipeline.tools.predict_eval --model keras_cnn --n 1000
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ def save_picture(img: Image.Image, path_stem: Path, rng: np.random.Generator) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline import config, predict
+    from pipeline.core import config
     from pipeline.data.prepared import load_split
+    from pipeline.tools import predict
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.predict_eval", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m pipeline.tools.predict_eval", description=__doc__)
     ap.add_argument("--model", required=True, help="preset, runs:/<id>/model or models:/...")
     ap.add_argument("--n", type=int, default=1000, help="test digits to render")
     ap.add_argument("--data", type=Path, help="test split (.npz with x, y); default: the "

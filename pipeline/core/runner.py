@@ -1,23 +1,25 @@
 """The thin ``main()`` every stage shares: load params, check the name, run, report.
 
-Expected failures (bad params, missing or malformed inputs) print one line naming the
-stage and the problem and exit 1 without a traceback; anything else is a bug and raises.
+Expected failures (bad params, missing or malformed inputs, failed expectations) print one
+line naming the stage and the problem (a failed validation adds one line per expectation)
+and exit 1 without a traceback; anything else is a bug and raises.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 
-from pipeline import params as params_mod
-from pipeline.data.idx import IdxError
+from pipeline.core import params as params_mod
 
 
 class StageError(RuntimeError):
     """A stage refuses its input; the message says what is wrong and where."""
 
 
-EXPECTED = (params_mod.ParamsError, StageError, IdxError, FileNotFoundError, ValueError)
+# ParamsError and IdxError are ValueErrors; FetchError is a RuntimeError.
+EXPECTED = (StageError, FileNotFoundError, ValueError, RuntimeError)
 
 
 def run_stage(
@@ -35,6 +37,7 @@ def run_stage(
         print(f"usage: python -m pipeline.stages.{stage}{usage}", file=sys.stderr)
         return 2
     label = f"{stage}@{argv[0]}" if section else stage
+    logging.basicConfig(level=logging.INFO, format=f"{label}: %(message)s", stream=sys.stderr)
     try:
         params = params_mod.load()
         if section:

@@ -1,7 +1,7 @@
 """Train, save, load and inspect models of the ``keras`` and ``custom`` families.
 
 ``train`` is what the train stage calls: seeded and deterministic on CPU, the shared
-rotation/shift augmentation (pipeline.augment) applied batch by batch, optional
+rotation/shift augmentation (pipeline.core.augment) applied batch by batch, optional
 ReduceLROnPlateau / EarlyStopping(restore_best_weights) / best-model checkpoint from params,
 one line an epoch, and a history row an epoch for MLflow.
 """
@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.augment import augment
+from pipeline.core.augment import augment
+from pipeline.core.params import AugmentParams, ModelParams, TrainParams
 from pipeline.data.prepared import Split
 from pipeline.models import custom_layers
-from pipeline.models.keras_backend import build_keras_model
-from pipeline.params import AugmentParams, ModelParams, TrainParams
+from pipeline.models.keras.build import build_keras_model
 
 MODEL_FILE = "model.keras"
 BEST_FILE = "best.keras"
@@ -216,6 +216,13 @@ def load(out_dir: Path) -> keras.Model:
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Class probabilities, (N, k) float32."""
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def log_model(model: keras.Model, out_dir: Path, example: np.ndarray) -> None:
+    """Log ``model`` to the active MLflow run in the tensorflow flavor, with an input example."""
+    from pipeline.core import tracking
+
+    tracking.log_keras_model(model, example)
 
 
 _CONV_TYPES = (keras.layers.Conv2D, custom_layers.CustomConv2D)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-from pipeline import config
+from pipeline.core import config
 
 GIT_ID = ["-c", "user.name=pipeline", "-c", "user.email=pipeline@localhost"]
 
@@ -23,10 +24,14 @@ def source_files(src: Path = config.ROOT) -> list[str]:
 
 
 def copy_project(dest: Path, src: Path = config.ROOT) -> Path:
-    """Copy the source files to ``dest`` and commit them in a new git repository there."""
+    """Copy the source files to ``dest`` and commit them in a new git repository there; its
+    ``.venv`` is a link to the running interpreter's environment (stages run bin/python)."""
     for rel in source_files(src):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, dest / rel)
+    venv = dest / ".venv"
+    if not venv.exists() and sys.prefix != sys.base_prefix:
+        venv.symlink_to(Path(sys.prefix).resolve(), target_is_directory=True)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
     subprocess.run(["git", *GIT_ID, "commit", "-qm", "copy"], cwd=dest, check=True)

@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import config
-from pipeline import params as params_mod
+from pipeline.core import config
+from pipeline.core import params as params_mod
+from pipeline.core.params import ConvSpec, CubicSpec, DenseSpec, FlattenSpec, PoolSpec
 from pipeline.models.custom_layers import CubicDense, CustomConv2D, CustomMaxPooling2D
-from pipeline.models.keras_backend import build_keras_model
-from pipeline.params import ConvSpec, CubicSpec, DenseSpec, FlattenSpec, PoolSpec
+from pipeline.models.keras.build import build_keras_model
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_same_seed_same_weights_other_seed_other_weights():
 
 def test_invalid_specs_are_rejected():
     arch = (FlattenSpec("flatten"), DenseSpec("dense", 3, activation="softmax"))
-    with pytest.raises(ValueError, match="10 units"):
+    with pytest.raises(ValueError, match="3 units but the dataset has 10 classes"):
         build_keras_model(arch, (28, 28, 1), n_classes=10)
     with pytest.raises(ValueError, match="family custom"):
         build_keras_model((FlattenSpec("flatten"), CubicSpec("cubic", 4)), (28, 28, 1))

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.augment import augment
+from pipeline.core.augment import augment
+from pipeline.core.params import ModelParams, TrainParams
 from pipeline.data.prepared import Split
-from pipeline.params import ModelParams, TrainParams
-from pipeline.scratch.layers import Conv2D, ConvReLUPool
-from pipeline.scratch.network import Network
-from pipeline.scratch.optim import make_optimizer
+from pipeline.models.numpy_cnn.layers import Conv2D, ConvReLUPool
+from pipeline.models.numpy_cnn.network import Network
+from pipeline.models.numpy_cnn.optim import make_optimizer
 
 MODEL_FILE = "model.npz"
 CHECKPOINT_FILE = "checkpoint.npz"  # the best model by validation loss (train.checkpoint)
@@ -195,6 +195,18 @@ def load(out_dir: Path) -> Network:
 def predict_proba(model: Network, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Class probabilities (N, k) float32."""
     return model.predict_proba(x, batch_size)
+
+
+def log_model(model: Network, out_dir: Path, example: np.ndarray) -> None:
+    """Log the saved ``model.npz`` to the active MLflow run, with an input example."""
+    from pipeline.core import tracking
+
+    tracking.log_pyfunc_model(
+        Path(__file__).with_name("mlflow_pyfunc.py"),
+        {"model": Path(out_dir) / MODEL_FILE},
+        example,
+        predict_proba(model, example),
+    )
 
 
 def first_layer_kernels(model: Network) -> np.ndarray | None:

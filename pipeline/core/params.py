@@ -12,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
-from pipeline import config
+from pipeline.core import config
 
 
 class ParamsError(ValueError):
@@ -143,7 +143,7 @@ LAYER_TYPES: dict[str, type] = {
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """Random rotation and shift, shared by every family (pipeline.augment)."""
+    """Random rotation and shift, shared by every family (pipeline.core.augment)."""
 
     rotation: float = 10.0  # degrees, uniform in [-rotation, rotation]
     shift: float = 0.1  # fraction of the image side, uniform in [-shift, shift]
@@ -392,6 +392,33 @@ def _check_ranges(obj: Any, path: str) -> None:
                 raise ParamsError(f"{path}.rows.{split}: unknown split (train or test)")
 
 
+def check_arch(
+    arch: Sequence[LayerSpec],
+    n_classes: int | None = None,
+    where: str = "arch",
+    family: str | None = None,
+    source: str = "the dataset",
+) -> None:
+    """The one check of an architecture's shape, for params and for every family's builder:
+    at least one layer, a softmax dense layer last and only there, one unit a class,
+    cubic layers only in the custom family."""
+    if not arch:
+        raise ParamsError(f"{where}: must list at least one layer")
+    i = len(arch) - 1
+    last = arch[i]
+    if not isinstance(last, DenseSpec) or last.activation != "softmax":
+        raise ParamsError(f"{where}[{i}]: the last layer must be a softmax dense layer")
+    if n_classes is not None and last.units != n_classes:
+        raise ParamsError(
+            f"{where}[{i}].units: {last.units} units but {source} has {n_classes} classes"
+        )
+    for j, layer in enumerate(arch[:-1]):
+        if isinstance(layer, DenseSpec) and layer.activation == "softmax":
+            raise ParamsError(f"{where}[{j}]: softmax is only allowed on the last layer")
+        if isinstance(layer, CubicSpec) and family not in (None, "custom"):
+            raise ParamsError(f"{where}[{j}]: cubic layers need family custom")
+
+
 def _check_links(p: Params) -> None:
     if p.data.source == "idx_dir" and not p.data.idx_dir:
         raise ParamsError("data.idx_dir: required when data.source is idx_dir")
@@ -402,23 +429,8 @@ def _check_links(p: Params) -> None:
         if m.dataset not in p.datasets:
             known = ", ".join(p.datasets)
             raise ParamsError(f"{where}.dataset: {m.dataset!r} is not a dataset (known: {known})")
-        if not m.arch:
-            raise ParamsError(f"{where}.arch: must list at least one layer")
         n_classes = len(p.datasets[m.dataset].classes)
-        last = m.arch[-1]
-        i = len(m.arch) - 1
-        if not isinstance(last, DenseSpec) or last.activation != "softmax":
-            raise ParamsError(f"{where}.arch[{i}]: the last layer must be a softmax dense layer")
-        if last.units != n_classes:
-            raise ParamsError(
-                f"{where}.arch[{i}].units: {last.units} units but dataset "
-                f"{m.dataset!r} has {n_classes} classes"
-            )
-        for j, layer in enumerate(m.arch):
-            if isinstance(layer, DenseSpec) and layer.activation == "softmax" and j != i:
-                raise ParamsError(f"{where}.arch[{j}]: softmax is only allowed on the last layer")
-            if isinstance(layer, CubicSpec) and m.family != "custom":
-                raise ParamsError(f"{where}.arch[{j}]: cubic layers need family custom")
+        check_arch(m.arch, n_classes, f"{where}.arch", m.family, f"dataset {m.dataset!r}")
 
     for i, name in enumerate(p.plot.compare_curves):
         if name not in p.models:

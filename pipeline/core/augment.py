@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.params import AugmentParams
+from pipeline.core.params import AugmentParams
 
 
 def random_affine(

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.params import (
+from pipeline.core.io import atomic_save
+from pipeline.core.params import (
     LAYER_TYPES,
     ConvSpec,
     DenseSpec,
@@ -29,9 +30,10 @@ from pipeline.params import (
     FlattenSpec,
     LayerSpec,
     PoolSpec,
+    check_arch,
     to_dict,
 )
-from pipeline.scratch.layers import (
+from pipeline.models.numpy_cnn.layers import (
     BatchNorm,
     Conv2D,
     ConvReLUPool,
@@ -103,8 +105,6 @@ def build_layers(
                 layers.append(BatchNorm(f"{base}_bn", dtype=dtype))
             if spec.activation == "relu":
                 layers.append(ReLU(f"{base}_relu"))
-            elif spec.activation == "softmax" and i != len(arch) - 1:
-                raise ValueError(f"arch[{i}]: softmax is only allowed on the last layer")
         elif isinstance(spec, PoolSpec):
             layers.append(MaxPool2D(name("pool"), spec.size, spec.stride, spec.padding))
         elif isinstance(spec, FlattenSpec):
@@ -125,9 +125,7 @@ class Network:
         dtype=np.float32,
         fuse: bool = True,
     ) -> None:
-        last = arch[-1] if arch else None
-        if not isinstance(last, DenseSpec) or last.activation != "softmax":
-            raise ValueError("the last layer of the arch must be a softmax dense layer")
+        check_arch(arch)
         self.arch = tuple(arch)
         self.input_shape = tuple(int(d) for d in input_shape)
         self.dtype = np.dtype(dtype)
@@ -263,9 +261,7 @@ class Network:
         arrays = self.get_weights()
         arrays[ARCH_KEY] = np.array(json.dumps(to_dict(list(self.arch))))
         arrays[INPUT_SHAPE_KEY] = np.array(self.input_shape, np.int64)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        atomic_save(path, lambda tmp: np.savez(tmp, **arrays))
 
     @classmethod
     def load(cls, path: Path) -> Network:

@@ -1,6 +1,6 @@
 """Prove reruns are identical: run the pipeline twice from clean outputs and compare.
 
-    python -m pipeline.verify_repro [--profile tiny] [--keep]
+    python -m pipeline.tools.verify_repro [--profile tiny] [--keep]
 
 Each run happens in its own fresh copy of the project (git's view of it: no outputs, no
 DVC cache, no run cache, its own MLflow store), with the profile applied. The check fails
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline import workspace
+from pipeline.tools import workspace
 
 
 def run_copy(dest: Path, profile: str) -> Path:
@@ -28,7 +28,7 @@ def run_copy(dest: Path, profile: str) -> Path:
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     env["PIPELINE_ROOT"] = str(dest)
     subprocess.run(
-        [sys.executable, "-m", "pipeline.profile", profile], cwd=dest, env=env, check=True
+        [sys.executable, "-m", "pipeline.tools.profile", profile], cwd=dest, env=env, check=True
     )
     workspace.commit_all(dest, f"profile {profile}")
     start = time.perf_counter()

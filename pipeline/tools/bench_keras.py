@@ -1,6 +1,6 @@
 """Training speed of the keras and custom presets: seconds an epoch and images a second.
 
-    python -m pipeline.bench_keras [PRESET ...] [--images 4096]
+    python -m pipeline.tools.bench_keras [PRESET ...] [--images 4096]
 
 Each preset trains on ``--images`` random images (speed does not depend on content) with its
 params' batch size, optimizer and augmentation, after a short warm-up that traces the graph.
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config
-from pipeline import params as params_mod
+from pipeline.core import config
+from pipeline.core import params as params_mod
+from pipeline.core.params import ModelParams, Params
 from pipeline.data.prepared import Split
-from pipeline.params import ModelParams, Params
 
 MNIST_TRAIN = 60000
 
@@ -39,7 +39,7 @@ def train_size(p: Params, preset: str) -> int:
 
 def bench(mp: ModelParams, n_images: int, seed: int = 0) -> float:
     """Images a second of one training epoch over ``n_images`` (after a warm-up)."""
-    from pipeline.models import keras_family
+    from pipeline.models.keras import family as keras_family
 
     n_classes = mp.arch[-1].units
     rng = np.random.default_rng(seed)
