@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +44,86 @@ def write_raw(folder: Path, train, test) -> Path:
 def synthetic_raw(tmp_path) -> Path:
     """data/raw-like folder: 60 train and 12 test images per digit."""
     return write_raw(tmp_path / "raw", make_digits(60, seed=1), make_digits(12, seed=2))
+
+
+# --------------------------------------------------------------------------- tiny project
+# One real `dvc repro` of the whole pipeline on the tiny profile, in a copy of the project,
+# built once per test session and shared by the pytest-xdist workers (the first to ask builds
+# it under a file lock, the others wait). Tests that change things work on their own copy.
+
+PLAIN_PATH = "/usr/local/bin:/usr/bin:/bin"  # what a shell that activated nothing has
+
+
+def plain_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's plain shell: no venv on PATH, no MLflow/DVC/pipeline vars."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "PIPELINE_", "DVC_", "VIRTUAL_ENV"))
+    }
+    env["PATH"] = PLAIN_PATH
+    env["GX_ANALYTICS_ENABLED"] = "False"
+    env["PYTHONHASHSEED"] = "0"
+    return env | extra
+
+
+def sh(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}"
+            f"\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def build_tiny(dest: Path) -> Path:
+    """Copy the project to ``dest``, apply the tiny profile, commit, `dvc repro`; the log of
+    the repro is kept in ``dest/.repro.log``."""
+    from pipeline.tools import workspace
+
+    workspace.copy_project(dest, REPO)
+    env = plain_env()
+    sh(["bin/python", "-m", "pipeline.profile", "tiny"], dest, env)
+    workspace.commit_all(dest, "tiny profile")
+    out = sh([".venv/bin/dvc", "repro"], dest, env)
+    (dest / ".repro.log").write_text(out.stdout + out.stderr)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_built(tmp_path_factory) -> Path:
+    """The shared tiny project, after its `dvc repro`: read it, never change it."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # common to every xdist worker
+    dest = shared / "tiny-built"
+    with FileLock(str(shared / "tiny-built.lock")):
+        if not (dest / ".repro.log").is_file():
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            build_tiny(dest)
+    return dest
+
+
+def copy_tiny(built: Path, dest: Path) -> Path:
+    """A private copy of the built tiny project (git, DVC cache, MLflow store and all); the
+    copy's MLflow store points at the copy's own artifact folder."""
+    import sqlite3
+
+    shutil.copytree(built, dest, symlinks=True)
+    db = sqlite3.connect(dest / "mlflow.db")
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for col in db.execute(f"PRAGMA table_info({table})").fetchall():
+                if col[2].upper().startswith(("VARCHAR", "TEXT")):
+                    db.execute(
+                        f"UPDATE {table} SET {col[1]} = replace({col[1]}, ?, ?) "
+                        f"WHERE {col[1]} LIKE ?",
+                        (str(built), str(dest), f"%{built}%"),
+                    )
+        db.commit()
+    finally:
+        db.close()
+    return dest

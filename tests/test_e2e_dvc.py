@@ -8,9 +8,7 @@ stages that depend on it.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,24 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.tools import workspace
+from .conftest import copy_tiny, plain_env
+from .conftest import sh as _sh
 
-from .conftest import REPO
-
-# `make test` runs pytest-xdist with --dist loadfile: one worker takes this whole module, so
-# the module fixture's `dvc repro` runs once while the other worker takes the unit tests.
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 BIN = Path(sys.executable).parent
-
-
-def _sh(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}"
-            f"\n{proc.stderr[-4000:]}"
-        )
-    return proc
 
 
 def stages_run(output: str) -> set[str]:
@@ -59,17 +44,11 @@ def runs_since(client, exp_id: str, before: set[str]) -> list:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = workspace.copy_project(tmp_path_factory.mktemp("e2e") / "proj", REPO)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PIPELINE_", "DVC_"))
-    }
-    env["PATH"] = f"{BIN}:{env['PATH']}"
-    env["GX_ANALYTICS_ENABLED"] = "False"
-    _sh([sys.executable, "-m", "pipeline.tools.profile", "tiny"], root, env)
-    workspace.commit_all(root, "tiny profile")
-    first = _sh([str(BIN / "dvc"), "repro"], root, env)
-    return root, env, first.stdout
+def project(tiny_built, tmp_path_factory):
+    """A private copy of the shared tiny project (its `dvc repro` ran in a plain shell: no
+    venv on PATH, stage commands found the project's Python through bin/python)."""
+    root = copy_tiny(tiny_built, tmp_path_factory.mktemp("e2e") / "proj")
+    return root, plain_env(), (root / ".repro.log").read_text()
 
 
 def test_every_stage_ran_and_wrote_its_outputs(project):
