@@ -16,8 +16,8 @@ PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadsco
 export GX_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
-# Stage commands in dvc.yaml run `python`: the venv's, whatever shell make was called from.
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Stage commands in dvc.yaml run bin/python, which finds .venv itself: no PATH set-up here,
+# so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
 .PHONY: bench help setup repro test test-fast lint actionlint format ui clean verify-repro
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.models.numpy_cnn.fused import ConvReLUPool
 from pipeline.models.numpy_cnn.layers import (
     BatchNorm,
     Conv2D,
-    ConvReLUPool,
     Dense,
     Dropout,
     Flatten,

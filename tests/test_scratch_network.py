@@ -21,7 +21,8 @@ from pipeline.core.params import (
 )
 from pipeline.data.prepared import Split
 from pipeline.models.numpy_cnn import family
-from pipeline.models.numpy_cnn.layers import ConvReLUPool, Dropout
+from pipeline.models.numpy_cnn.fused import ConvReLUPool
+from pipeline.models.numpy_cnn.layers import Dropout
 from pipeline.models.numpy_cnn.network import Network
 from pipeline.models.numpy_cnn.optim import SGD, Adam, Momentum, make_optimizer
 from tests.test_scratch_layers import numeric_grad, rel_err

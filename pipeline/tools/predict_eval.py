@@ -1,4 +1,4 @@
-"""How well a model reads digits from ordinary pictures (issue 7 "Done when").
+"""How well a model reads digits from ordinary pictures (README, "Predicting your own images").
 
 Renders N MNIST test digits as ordinary picture files (enlarged, aspect jittered,
 off-centre on a larger canvas, dark-on-light or light-on-dark in random colours, a little

@@ -25,14 +25,14 @@ from pipeline.tools import workspace
 def run_copy(dest: Path, profile: str) -> Path:
     workspace.copy_project(dest)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     env["PIPELINE_ROOT"] = str(dest)
     subprocess.run(
         [sys.executable, "-m", "pipeline.tools.profile", profile], cwd=dest, env=env, check=True
     )
     workspace.commit_all(dest, f"profile {profile}")
     start = time.perf_counter()
-    subprocess.run(["dvc", "repro"], cwd=dest, env=env, check=True)
+    dvc = Path(sys.executable).with_name("dvc")  # the copy's stages find .venv via bin/python
+    subprocess.run([str(dvc), "repro"], cwd=dest, env=env, check=True)
     print(f"verify-repro: {dest.name}: dvc repro took {time.perf_counter() - start:.0f} s")
     return dest / "metrics"
 

@@ -19,7 +19,8 @@ from tqdm import tqdm
 from pipeline.core.augment import augment
 from pipeline.core.params import ModelParams, TrainParams
 from pipeline.data.prepared import Split
-from pipeline.models.numpy_cnn.layers import Conv2D, ConvReLUPool
+from pipeline.models.numpy_cnn.fused import ConvReLUPool
+from pipeline.models.numpy_cnn.layers import Conv2D
 from pipeline.models.numpy_cnn.network import Network
 from pipeline.models.numpy_cnn.optim import make_optimizer
 

@@ -33,10 +33,10 @@ from pipeline.core.params import (
     check_arch,
     to_dict,
 )
+from pipeline.models.numpy_cnn.fused import ConvReLUPool
 from pipeline.models.numpy_cnn.layers import (
     BatchNorm,
     Conv2D,
-    ConvReLUPool,
     Dense,
     Dropout,
     Flatten,
