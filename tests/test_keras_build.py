@@ -74,7 +74,7 @@ def test_custom_family_uses_the_custom_layers(presets):
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
-    arch = (ConvSpec("conv", 4), PoolSpec("pool"), FlattenSpec("flatten"), DenseSpec("dense", 3))
+    arch = (ConvSpec(filters=4), PoolSpec(), FlattenSpec(), DenseSpec(units=3))
     weights = [
         [w.numpy() for w in build_keras_model(arch, (8, 8, 1), seed=s).weights] for s in (1, 1, 2)
     ]
@@ -84,10 +84,10 @@ def test_same_seed_same_weights_other_seed_other_weights():
 
 
 def test_invalid_specs_are_rejected():
-    arch = (FlattenSpec("flatten"), DenseSpec("dense", 3, activation="softmax"))
+    arch = (FlattenSpec(), DenseSpec(units=3, activation="softmax"))
     with pytest.raises(ValueError, match="3 units but the dataset has 10 classes"):
         build_keras_model(arch, (28, 28, 1), n_classes=10)
     with pytest.raises(ValueError, match="family custom"):
-        build_keras_model((FlattenSpec("flatten"), CubicSpec("cubic", 4)), (28, 28, 1))
+        build_keras_model((FlattenSpec(), CubicSpec(units=4)), (28, 28, 1))
     with pytest.raises(ValueError, match="at least one layer"):
         build_keras_model((), (28, 28, 1))

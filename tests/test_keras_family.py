@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import keras
@@ -28,18 +27,18 @@ from pipeline.models.keras import family as keras_family
 from pipeline.tools import bench_keras
 
 CNN = (
-    ConvSpec("conv", 4, batch_norm=True),
-    PoolSpec("pool", 2),
-    FlattenSpec("flatten"),
-    DenseSpec("dense", 8),
-    DropoutSpec("dropout", 0.2),
-    DenseSpec("dense", 3, activation="softmax"),
+    ConvSpec(filters=4, batch_norm=True),
+    PoolSpec(size=2),
+    FlattenSpec(),
+    DenseSpec(units=8),
+    DropoutSpec(rate=0.2),
+    DenseSpec(units=3, activation="softmax"),
 )
 MLP = (
-    FlattenSpec("flatten"),
-    DenseSpec("dense", 8),
-    CubicSpec("cubic", 4),
-    DenseSpec("dense", 3, activation="softmax"),
+    FlattenSpec(),
+    DenseSpec(units=8),
+    CubicSpec(units=4),
+    DenseSpec(units=3, activation="softmax"),
 )
 
 
@@ -129,7 +128,7 @@ def test_train_history_files_and_callbacks(tmp_path: Path):
 @pytest.mark.slow
 def test_plateau_reduces_the_rate_and_early_stopping_stops(tmp_path: Path):
     mp = model_params(
-        arch=(FlattenSpec("flatten"), DenseSpec("dense", 3, activation="softmax")),
+        arch=(FlattenSpec(), DenseSpec(units=3, activation="softmax")),
         epochs=6,
         learning_rate=1e-8,  # too small to move val_loss by ReduceLROnPlateau's min_delta
         reduce_lr=ReduceLRParams(factor=0.5, patience=1, min_lr=1e-10),
@@ -177,7 +176,7 @@ def test_family_scratch_is_not_built_here():
 @pytest.mark.slow
 def test_bench_reports_every_keras_preset(capsys):
     p = params_mod.load()
-    mlp = dataclasses.replace(p.models["dense_mlp"])
+    mlp = p.models["dense_mlp"].model_copy()
     assert bench_keras.bench(mlp, 64) > 0
     assert bench_keras.train_size(p, "dense_mlp") > 0
     bench_keras.main(["dense_mlp", "--images", "64"])

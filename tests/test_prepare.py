@@ -23,9 +23,7 @@ def p() -> params.Params:
 def _with_dataset(p, name, **changes):
     datasets = dict(p.datasets)
     datasets[name] = params.DatasetParams(**{**params.to_dict(datasets[name]), **changes})
-    return params.Params(
-        **{**{f: getattr(p, f) for f in p.__dataclass_fields__}, "datasets": datasets}
-    )
+    return p.model_copy(update={"datasets": datasets})
 
 
 def test_digits10_splits_shapes_and_meta(p, synthetic_raw, tmp_path):
@@ -72,7 +70,7 @@ def test_same_seed_same_bytes_other_seed_other_split(p, synthetic_raw, tmp_path)
         assert (tmp_path / "a" / f"{s}.npz").read_bytes() == (
             tmp_path / "b" / f"{s}.npz"
         ).read_bytes()
-    p3 = params.Params(**{**{f: getattr(p, f) for f in p.__dataclass_fields__}, "seed": 7})
+    p3 = p.model_copy(update={"seed": 7})
     prepare.run(p3, "digits10", synthetic_raw, tmp_path / "c")
     assert not np.array_equal(
         load_split(tmp_path / "a", "val").y, load_split(tmp_path / "c", "val").y

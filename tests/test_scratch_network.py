@@ -28,23 +28,23 @@ from pipeline.models.numpy_cnn.optim import SGD, Adam, Momentum, make_optimizer
 from tests.test_scratch_layers import numeric_grad, rel_err
 
 SMALL_BN = (
-    ConvSpec("conv", 3, kernel=3, batch_norm=True),
-    ConvSpec("conv", 4, kernel=3, stride=2, padding="same"),
-    PoolSpec("pool", 2),
-    FlattenSpec("flatten"),
-    DenseSpec("dense", 6, batch_norm=True),
-    DropoutSpec("dropout", 0.25),
-    DenseSpec("dense", 3, activation="softmax"),
+    ConvSpec(filters=3, kernel=3, batch_norm=True),
+    ConvSpec(filters=4, kernel=3, stride=2, padding="same"),
+    PoolSpec(size=2),
+    FlattenSpec(),
+    DenseSpec(units=6, batch_norm=True),
+    DropoutSpec(rate=0.25),
+    DenseSpec(units=3, activation="softmax"),
 )
 SMALL = (
-    ConvSpec("conv", 4, kernel=3),
-    PoolSpec("pool", 2),
-    ConvSpec("conv", 6, kernel=3, padding="same"),
-    PoolSpec("pool", 2),
-    FlattenSpec("flatten"),
-    DenseSpec("dense", 16),
-    DropoutSpec("dropout", 0.2),
-    DenseSpec("dense", 3, activation="softmax"),
+    ConvSpec(filters=4, kernel=3),
+    PoolSpec(size=2),
+    ConvSpec(filters=6, kernel=3, padding="same"),
+    PoolSpec(size=2),
+    FlattenSpec(),
+    DenseSpec(units=16),
+    DropoutSpec(rate=0.2),
+    DenseSpec(units=3, activation="softmax"),
 )
 
 
@@ -104,9 +104,9 @@ def test_unknown_layer_and_bad_head_are_rejected():
     from pipeline.core.params import CubicSpec
 
     with pytest.raises(ValueError, match="no 'cubic' layer"):
-        Network((FlattenSpec("flatten"), CubicSpec("cubic", 4), *SMALL[-1:]), (4, 4, 1))
+        Network((FlattenSpec(), CubicSpec(units=4), *SMALL[-1:]), (4, 4, 1))
     with pytest.raises(ValueError, match="softmax"):
-        Network((FlattenSpec("flatten"), DenseSpec("dense", 3)), (4, 4, 1))
+        Network((FlattenSpec(), DenseSpec(units=3)), (4, 4, 1))
 
 
 def test_fused_and_unfused_networks_agree():
@@ -190,7 +190,7 @@ def test_save_load_predicts_exactly(tmp_path):
 
 def model_params(arch=SMALL, **train) -> ModelParams:
     tp = TrainParams(**{"epochs": 3, "batch_size": 16, "optimizer": "adam", **train})
-    return ModelParams("scratch", "digits10", arch, tp)
+    return ModelParams(family="scratch", dataset="digits10", arch=arch, train=tp)
 
 
 def test_train_history_save_and_interface(tmp_path):
@@ -225,7 +225,7 @@ def test_train_is_seeded_and_supports_augment_and_batchnorm(tmp_path):
     from pipeline.core.params import AugmentParams
 
     mp = model_params(SMALL_BN, epochs=1, optimizer="momentum", learning_rate=0.05,
-                      augment=AugmentParams(10, 0.1), weight_decay=1e-4)  # fmt: skip
+                      augment=AugmentParams(rotation=10, shift=0.1), weight_decay=1e-4)  # fmt: skip
     train, val = blobs(96), blobs(32, seed=1)
     a = family.train(mp, train, val, seed=5, out_dir=tmp_path / "a", progress=False)
     b = family.train(mp, train, val, seed=5, out_dir=tmp_path / "b", progress=False)

@@ -1,12 +1,11 @@
 """The validate stage: the GX suite passes on good data and each expectation catches its break.
 
 Synthetic IDX data (200 train / 50 test noisy digit-like images, balanced labels), with the
-row-count thresholds of params.validate adapted through dataclasses.replace.
+row-count thresholds of params.validate adapted through model_copy.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -45,16 +44,19 @@ def good() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def params() -> params_mod.Params:
     """The project's params with thresholds spelled out here, row counts for the small data."""
     v = ValidateParams(
-        rows={"train": RowBounds(N_TRAIN, N_TRAIN), "test": RowBounds(N_TEST, N_TEST)},
+        rows={
+            "train": RowBounds(min=N_TRAIN, max=N_TRAIN),
+            "test": RowBounds(min=N_TEST, max=N_TEST),
+        },
         labels=tuple(range(10)),
         pixel_min=0,
         pixel_max=255,
-        class_share=ShareBounds(0.05, 0.15),
+        class_share=ShareBounds(min=0.05, max=0.15),
         min_nonzero_pixels=1,
         max_train_test_overlap=0.001,
         image_shape=(28, 28),
     )
-    return dataclasses.replace(params_mod.load(), validate=v)
+    return params_mod.load().model_copy(update={"validate": v})
 
 
 def _write_raw(folder: Path, splits) -> Path:
@@ -115,11 +117,11 @@ def _break_labels(s, p):
 
 
 def _break_pixel_max(s, p):  # uint8 cannot exceed 255: lower the bound instead
-    return s, dataclasses.replace(p, validate=dataclasses.replace(p.validate, pixel_max=200))
+    return s, p.model_copy(update={"validate": p.validate.model_copy(update={"pixel_max": 200})})
 
 
 def _break_pixel_min(s, p):
-    return s, dataclasses.replace(p, validate=dataclasses.replace(p.validate, pixel_min=1))
+    return s, p.model_copy(update={"validate": p.validate.model_copy(update={"pixel_min": 1})})
 
 
 def _break_class_share(s, p):
@@ -193,9 +195,9 @@ def test_messages_name_the_offending_values(tmp_path, good, params):
         "test: expected share of test images also in train <= 0.001: observed 0.06",
     ]
     splits, p = _break_class_share(_copy(good), params)
-    rows = {**p.validate.rows, "train": RowBounds(300, 400)}
+    rows = {**p.validate.rows, "train": RowBounds(min=300, max=400)}
     with pytest.raises(validate.ValidationFailed) as err:
-        validate.check(splits, dataclasses.replace(p.validate, rows=rows), tmp_path / "out")
+        validate.check(splits, p.validate.model_copy(update={"rows": rows}), tmp_path / "out")
     assert str(err.value).splitlines()[1:] == [
         "train: expected row count in [300, 400]: observed 200",
         "class_share: expected each class's share of its split in [0.05, 0.15]: 2 classes are not, "

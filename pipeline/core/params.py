@@ -1,23 +1,33 @@
-"""params.yaml parsed once into typed, frozen objects.
+"""params.yaml parsed once into typed, frozen pydantic models.
 
-The schema is the dataclasses below; one generic parser walks them by their type hints, so
-an unknown key, a missing key, a wrong type or a value out of range is reported with its
-full key path (``datasets.digits10.trian_size: unknown key``) before any stage does work.
-Cross-field checks (a model's dataset exists, the output layer has one unit a class) run
-after the structure is parsed.
+The schema is the models below: strict types (``"42"`` is not an integer), unknown keys
+rejected, ranges as field constraints, cross-field checks (a model's dataset exists, the
+output layer has one unit a class) in the validator of ``Params``. The first problem is
+reported as one line starting with its full key path
+(``datasets.digits10.trian_size: unknown key``) before any stage does work.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.core import config
 
@@ -26,150 +36,175 @@ class ParamsError(ValueError):
     """A params.yaml problem; the message starts with the key path."""
 
 
+class _Model(BaseModel):
+    """Frozen, strict (no string-to-number coercion), unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def _in(interval: str) -> AfterValidator:
+    """A number within ``interval``, written as in maths: ``"[0, 1)"`` excludes 1."""
+    lo, hi = (float(x) for x in interval[1:-1].split(","))
+
+    def check(v: float) -> float:
+        above = lo < v if interval[0] == "(" else lo <= v
+        below = v < hi if interval[-1] == ")" else v <= hi
+        if not (above and below):
+            raise ValueError(f"must be in {interval}, got {v}")
+        return v
+
+    return AfterValidator(check)
+
+
+_LIST = Field(strict=False)  # a YAML list becomes a tuple; its items stay strict
+_FROZEN = AfterValidator(MappingProxyType)  # read-only mappings
+
 # --------------------------------------------------------------------------- data
 
 
-@dataclass(frozen=True)
-class FetchParams:
+class FetchParams(_Model):
     timeout: float = 30.0  # seconds per HTTP request
     retries: int = 2  # extra attempts per mirror and file
 
 
-@dataclass(frozen=True)
-class DataParams:
+class DataParams(_Model):
     source: Literal["mnist", "fashion_mnist", "idx_dir"] = "mnist"
     idx_dir: str | None = None
-    fetch: FetchParams = field(default_factory=FetchParams)
+    fetch: FetchParams = Field(default_factory=FetchParams)
 
 
-@dataclass(frozen=True)
-class ShareBounds:
+class ShareBounds(_Model):
     min: float
     max: float
 
+    @model_validator(mode="after")
+    def _ordered(self) -> ShareBounds:
+        if not 0 <= self.min <= self.max <= 1:
+            raise ValueError(f"need 0 <= min <= max <= 1, got {self.min}, {self.max}")
+        return self
 
-@dataclass(frozen=True)
-class RowBounds:
+
+class RowBounds(_Model):
     min: int
     max: int
 
+    @model_validator(mode="after")
+    def _ordered(self) -> RowBounds:
+        if not 0 <= self.min <= self.max:
+            raise ValueError(f"need 0 <= min <= max, got {self.min}, {self.max}")
+        return self
 
-@dataclass(frozen=True)
-class ValidateParams:
+
+class ValidateParams(_Model):
     """Thresholds of the Great Expectations suite."""
 
-    rows: Mapping[str, RowBounds] = field(
-        default_factory=lambda: {
-            "train": RowBounds(60000, 60000),
-            "test": RowBounds(10000, 10000),
-        }
+    rows: Annotated[Mapping[Literal["train", "test"], RowBounds], _FROZEN] = Field(
+        {"train": {"min": 60000, "max": 60000}, "test": {"min": 10000, "max": 10000}},
+        validate_default=True,
     )
-    labels: tuple[int, ...] = tuple(range(10))
+    labels: Annotated[tuple[int, ...], _LIST] = tuple(range(10))
     pixel_min: int = 0
     pixel_max: int = 255
-    class_share: ShareBounds = field(default_factory=lambda: ShareBounds(0.05, 0.15))
+    class_share: ShareBounds = ShareBounds(min=0.05, max=0.15)
     min_nonzero_pixels: int = 1  # an image with fewer ink pixels counts as blank
-    max_train_test_overlap: float = 0.001  # share of test images also found in train
-    image_shape: tuple[int, int] = (28, 28)
+    max_train_test_overlap: Annotated[float, _in("[0, 1]")] = 0.001  # test images in train
+    image_shape: Annotated[tuple[int, int], _LIST] = (28, 28)
 
 
-@dataclass(frozen=True)
-class DatasetParams:
-    classes: tuple[int, ...]
-    train_size: int | None = None
-    val_fraction: float = 0.1
+class DatasetParams(_Model):
+    classes: Annotated[tuple[int, ...], _LIST]
+    train_size: PositiveInt | None = None
+    val_fraction: Annotated[float, _in("(0, 1)")] = 0.1
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(v) < 2:
+            raise ValueError(f"must list at least two classes, got {list(v)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate classes in {list(v)}")
+        if bad := [c for c in v if not 0 <= c <= 9]:
+            raise ValueError(f"{bad} out of range 0..9")
+        return v
 
 
 # --------------------------------------------------------------------------- models
 
 
-@dataclass(frozen=True)
-class ConvSpec:
-    type: Literal["conv"]
-    filters: int
-    kernel: int = 3
-    stride: int = 1
+class ConvSpec(_Model):
+    type: Literal["conv"] = "conv"
+    filters: PositiveInt
+    kernel: PositiveInt = 3
+    stride: PositiveInt = 1
     padding: Literal["valid", "same"] = "valid"
     batch_norm: bool = False
     activation: Literal["relu", "linear"] = "relu"
-    l2: float = 0.0  # kernel L2 penalty (custom family adds it through layer losses)
+    l2: NonNegativeFloat = 0.0  # kernel L2 penalty (custom family adds it through layer losses)
 
 
-@dataclass(frozen=True)
-class PoolSpec:
-    type: Literal["pool"]
-    size: int = 2
-    stride: int | None = None  # None: equal to size
+class PoolSpec(_Model):
+    type: Literal["pool"] = "pool"
+    size: PositiveInt = 2
+    stride: PositiveInt | None = None  # None: equal to size
     padding: Literal["valid", "same"] = "valid"
 
 
-@dataclass(frozen=True)
-class FlattenSpec:
-    type: Literal["flatten"]
+class FlattenSpec(_Model):
+    type: Literal["flatten"] = "flatten"
 
 
-@dataclass(frozen=True)
-class DenseSpec:
-    type: Literal["dense"]
-    units: int
+class DenseSpec(_Model):
+    type: Literal["dense"] = "dense"
+    units: PositiveInt
     batch_norm: bool = False
     activation: Literal["relu", "softmax", "linear"] = "relu"
 
 
-@dataclass(frozen=True)
-class DropoutSpec:
-    type: Literal["dropout"]
-    rate: float
+class DropoutSpec(_Model):
+    type: Literal["dropout"] = "dropout"
+    rate: Annotated[float, _in("[0, 1)")]
 
 
-@dataclass(frozen=True)
-class CubicSpec:
+class CubicSpec(_Model):
     """CubicDense: ``x**3 @ V - x @ W + b``."""
 
-    type: Literal["cubic"]
-    units: int
+    type: Literal["cubic"] = "cubic"
+    units: PositiveInt
 
 
-LayerSpec = ConvSpec | PoolSpec | FlattenSpec | DenseSpec | DropoutSpec | CubicSpec
-LAYER_TYPES: dict[str, type] = {
-    "conv": ConvSpec,
-    "pool": PoolSpec,
-    "flatten": FlattenSpec,
-    "dense": DenseSpec,
-    "dropout": DropoutSpec,
-    "cubic": CubicSpec,
-}
+_SPECS = (ConvSpec, PoolSpec, FlattenSpec, DenseSpec, DropoutSpec, CubicSpec)
+LayerSpec = Annotated[
+    ConvSpec | PoolSpec | FlattenSpec | DenseSpec | DropoutSpec | CubicSpec,
+    Field(discriminator="type"),
+]
+LAYER_TYPES: dict[str, type[_Model]] = {c.model_fields["type"].default: c for c in _SPECS}
 
 
-@dataclass(frozen=True)
-class AugmentParams:
+class AugmentParams(_Model):
     """Random rotation and shift, shared by every family (pipeline.core.augment)."""
 
-    rotation: float = 10.0  # degrees, uniform in [-rotation, rotation]
-    shift: float = 0.1  # fraction of the image side, uniform in [-shift, shift]
+    rotation: Annotated[float, _in("[0, 180]")] = 10.0  # degrees, uniform in [-rot, rot]
+    shift: Annotated[float, _in("[0, 0.5)")] = 0.1  # share of the side, uniform in [-s, s]
 
 
-@dataclass(frozen=True)
-class EarlyStoppingParams:
+class EarlyStoppingParams(_Model):
     patience: int = 10
     min_delta: float = 0.0
 
 
-@dataclass(frozen=True)
-class ReduceLRParams:
-    factor: float = 0.2
+class ReduceLRParams(_Model):
+    factor: Annotated[float, _in("(0, 1)")] = 0.2
     patience: int = 3
     min_lr: float = 1e-5
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    epochs: int
-    batch_size: int
+class TrainParams(_Model):
+    epochs: PositiveInt
+    batch_size: PositiveInt
     optimizer: Literal["sgd", "momentum", "adam"] = "adam"
-    learning_rate: float = 0.001
-    momentum: float = 0.9  # used by the momentum optimizer
-    weight_decay: float = 0.0  # L2 weight decay added by the optimizer
+    learning_rate: PositiveFloat = 0.001
+    momentum: Annotated[float, _in("[0, 1)")] = 0.9  # used by the momentum optimizer
+    weight_decay: NonNegativeFloat = 0.0  # L2 weight decay added by the optimizer
     shuffle: bool = True
     augment: AugmentParams | None = None
     early_stopping: EarlyStoppingParams | None = None
@@ -177,219 +212,59 @@ class TrainParams:
     checkpoint: bool = False  # keep the best model (by validation loss) in models/<model>/
 
 
-@dataclass(frozen=True)
-class ModelParams:
+class ModelParams(_Model):
     family: Literal["scratch", "keras", "custom"]
     dataset: str
-    arch: tuple[LayerSpec, ...]
+    arch: Annotated[tuple[LayerSpec, ...], _LIST]
     train: TrainParams
 
 
-@dataclass(frozen=True)
-class MlflowParams:
+class MlflowParams(_Model):
     experiment: str = "mnist"
 
 
-@dataclass(frozen=True)
-class PlotParams:
+class PlotParams(_Model):
     """Cross-model figures of the plot stage (plots/compare/)."""
 
-    compare_curves: tuple[str, ...] = ("cubic_mlp", "dense_mlp")  # validation curves overlaid
+    compare_curves: Annotated[tuple[str, ...], _LIST] = ("cubic_mlp", "dense_mlp")  # overlaid
 
 
-@dataclass(frozen=True)
-class Params:
-    seed: int
-    data: DataParams
-    datasets: Mapping[str, DatasetParams]
-    models: Mapping[str, ModelParams]
-    validate: ValidateParams = field(default_factory=ValidateParams)
-    mlflow: MlflowParams = field(default_factory=MlflowParams)
-    plot: PlotParams = field(default_factory=PlotParams)
+# The key "validate" shadows the deprecated pydantic v1 method BaseModel.validate, unused here.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"Field name \"validate\"", UserWarning)
 
-    def dataset_of(self, model: str) -> DatasetParams:
-        return self.datasets[self.models[model].dataset]
+    class Params(_Model):
+        seed: int
+        data: DataParams
+        datasets: Annotated[Mapping[str, DatasetParams], _FROZEN]
+        models: Annotated[Mapping[str, ModelParams], _FROZEN]
+        validate: ValidateParams = Field(default_factory=ValidateParams)
+        mlflow: MlflowParams = Field(default_factory=MlflowParams)
+        plot: PlotParams = Field(default_factory=PlotParams)
 
+        def dataset_of(self, model: str) -> DatasetParams:
+            return self.datasets[self.models[model].dataset]
 
-# --------------------------------------------------------------------------- parser
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        return "list"
-    if origin is Mapping or tp is dict:
-        return "mapping"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _parse(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        if value not in args:
-            raise ParamsError(f"{path}: {value!r} is not one of {_type_name(tp)}")
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ParamsError(f"{path}: must not be null")
-        if tp == LayerSpec:
-            return _parse_layer(value, path)
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _parse(arg, value, path)
-            except ParamsError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ParamsError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return _parse_dataclass(tp, value, path)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ParamsError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_parse(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ParamsError(f"{path}: expected a list of {len(args)} items, got {len(value)}")
-        return tuple(
-            _parse(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
-        )
-    if origin is Mapping:
-        if not isinstance(value, Mapping):
-            raise ParamsError(f"{path}: expected a mapping, got {type(value).__name__}")
-        return types.MappingProxyType(
-            {str(k): _parse(args[1], v, f"{path}.{k}") for k, v in value.items()}
-        )
-    if value is None:
-        raise ParamsError(f"{path}: must not be null")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ParamsError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ParamsError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ParamsError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported schema type {tp!r} at {path}")  # a bug in the schema
-
-
-def _parse_layer(value: Any, path: str) -> Any:
-    if not isinstance(value, Mapping) or "type" not in value:
-        raise ParamsError(f"{path}: a layer is a mapping with a 'type' key")
-    kind = value["type"]
-    if kind not in LAYER_TYPES:
-        raise ParamsError(f"{path}.type: {kind!r} is not one of {', '.join(LAYER_TYPES)}")
-    return _parse_dataclass(LAYER_TYPES[kind], value, path)
-
-
-def _parse_dataclass(cls: type, value: Any, path: str) -> Any:
-    if not isinstance(value, Mapping):
-        raise ParamsError(f"{path or 'params'}: expected a mapping, got {value!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in value:
-        if key not in fields:
-            raise ParamsError(f"{_join(path, key)}: unknown key")
-    kwargs = {}
-    for name, f in fields.items():
-        key_path = _join(path, name)
-        if name in value:
-            kwargs[name] = _parse(hints[name], value[name], key_path)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ParamsError(f"{key_path}: missing required key")
-    obj = cls(**kwargs)
-    _check_ranges(obj, path)
-    return obj
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _positive(path: str, **values: float | None) -> None:
-    for name, v in values.items():
-        if v is not None and v <= 0:
-            raise ParamsError(f"{_join(path, name)}: must be > 0, got {v}")
-
-
-def _check_ranges(obj: Any, path: str) -> None:
-    """Ranges of single fields; cross-field checks are in ``_check_links``."""
-    if isinstance(obj, DatasetParams):
-        if not obj.classes:
-            raise ParamsError(f"{path}.classes: must list at least two classes, got []")
-        if len(obj.classes) < 2:
-            raise ParamsError(f"{path}.classes: must list at least two classes")
-        if len(set(obj.classes)) != len(obj.classes):
-            raise ParamsError(f"{path}.classes: duplicate classes in {list(obj.classes)}")
-        bad = [c for c in obj.classes if not 0 <= c <= 9]
-        if bad:
-            raise ParamsError(f"{path}.classes: {bad} out of range 0..9")
-        if not 0 < obj.val_fraction < 1:
-            raise ParamsError(f"{path}.val_fraction: must be in (0, 1), got {obj.val_fraction}")
-        _positive(path, train_size=obj.train_size)
-    elif isinstance(obj, TrainParams):
-        _positive(
-            path, epochs=obj.epochs, batch_size=obj.batch_size, learning_rate=obj.learning_rate
-        )
-        if obj.weight_decay < 0:
-            raise ParamsError(f"{path}.weight_decay: must be >= 0")
-        if not 0 <= obj.momentum < 1:
-            raise ParamsError(f"{path}.momentum: must be in [0, 1), got {obj.momentum}")
-    elif isinstance(obj, ConvSpec):
-        _positive(path, filters=obj.filters, kernel=obj.kernel, stride=obj.stride)
-        if obj.l2 < 0:
-            raise ParamsError(f"{path}.l2: must be >= 0")
-    elif isinstance(obj, PoolSpec):
-        _positive(path, size=obj.size, stride=obj.stride)
-    elif isinstance(obj, DenseSpec | CubicSpec):
-        _positive(path, units=obj.units)
-    elif isinstance(obj, DropoutSpec):
-        if not 0 <= obj.rate < 1:
-            raise ParamsError(f"{path}.rate: must be in [0, 1), got {obj.rate}")
-    elif isinstance(obj, AugmentParams):
-        if not 0 <= obj.rotation <= 180:
-            raise ParamsError(f"{path}.rotation: must be in [0, 180] degrees")
-        if not 0 <= obj.shift < 0.5:
-            raise ParamsError(f"{path}.shift: must be in [0, 0.5)")
-    elif isinstance(obj, ReduceLRParams):
-        if not 0 < obj.factor < 1:
-            raise ParamsError(f"{path}.factor: must be in (0, 1), got {obj.factor}")
-    elif isinstance(obj, ShareBounds):
-        if not 0 <= obj.min <= obj.max <= 1:
-            raise ParamsError(f"{path}: need 0 <= min <= max <= 1, got {obj.min}, {obj.max}")
-    elif isinstance(obj, RowBounds):
-        if not 0 <= obj.min <= obj.max:
-            raise ParamsError(f"{path}: need 0 <= min <= max, got {obj.min}, {obj.max}")
-    elif isinstance(obj, ValidateParams):
-        if not 0 <= obj.max_train_test_overlap <= 1:
-            raise ParamsError(f"{path}.max_train_test_overlap: must be in [0, 1]")
-        for split in obj.rows:
-            if split not in ("train", "test"):
-                raise ParamsError(f"{path}.rows.{split}: unknown split (train or test)")
+        @model_validator(mode="after")
+        def _links(self) -> Params:
+            """Checks across sections; their messages carry their own key paths."""
+            if self.data.source == "idx_dir" and not self.data.idx_dir:
+                raise ValueError("data.idx_dir: required when data.source is idx_dir")
+            if not self.datasets:
+                raise ValueError("datasets: define at least one dataset")
+            for name, m in self.models.items():
+                where = f"models.{name}"
+                if m.dataset not in self.datasets:
+                    known = ", ".join(self.datasets)
+                    raise ValueError(
+                        f"{where}.dataset: {m.dataset!r} is not a dataset (known: {known})"
+                    )
+                n_classes = len(self.datasets[m.dataset].classes)
+                check_arch(m.arch, n_classes, f"{where}.arch", m.family, f"dataset {m.dataset!r}")
+            for i, name in enumerate(self.plot.compare_curves):
+                if name not in self.models:
+                    raise ValueError(f"plot.compare_curves[{i}]: {name!r} is not a model")
+            return self
 
 
 def check_arch(
@@ -419,31 +294,71 @@ def check_arch(
             raise ParamsError(f"{where}[{j}]: cubic layers need family custom")
 
 
-def _check_links(p: Params) -> None:
-    if p.data.source == "idx_dir" and not p.data.idx_dir:
-        raise ParamsError("data.idx_dir: required when data.source is idx_dir")
-    if not p.datasets:
-        raise ParamsError("datasets: define at least one dataset")
-    for name, m in p.models.items():
-        where = f"models.{name}"
-        if m.dataset not in p.datasets:
-            known = ", ".join(p.datasets)
-            raise ParamsError(f"{where}.dataset: {m.dataset!r} is not a dataset (known: {known})")
-        n_classes = len(p.datasets[m.dataset].classes)
-        check_arch(m.arch, n_classes, f"{where}.arch", m.family, f"dataset {m.dataset!r}")
+# --------------------------------------------------------------------------- errors
 
-    for i, name in enumerate(p.plot.compare_curves):
-        if name not in p.models:
-            raise ParamsError(f"plot.compare_curves[{i}]: {name!r} is not a model")
+_EXPECTED = {  # pydantic error type -> what the key should have held
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    """``('models', 'x', 'arch', 3, 'conv', 'units')`` -> ``models.x.arch[3].units``
+    (pydantic puts the layer's tag after its index; the key path has none)."""
+    path = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "[key]" and not (i and isinstance(loc[i - 1], int) and part in LAYER_TYPES):
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _message(err: Any) -> str:
+    """One line for one pydantic error, in the words params.yaml users see."""
+    path, kind, value, ctx = _key_path(err["loc"]), err["type"], err["input"], err.get("ctx", {})
+    match kind:
+        case "value_error":  # our validators; the root one names its own key paths
+            return f"{path}: {ctx['error']}" if path else str(ctx["error"])
+        case _ if kind in _EXPECTED and value is None:
+            what = "must not be null"
+        case _ if kind in _EXPECTED:
+            what = f"expected {_EXPECTED[kind]}, got {value!r}"
+        case "extra_forbidden":
+            what = "unknown key"
+        case "missing":
+            what = "missing item" if isinstance(err["loc"][-1], int) else "missing required key"
+        case "too_long":
+            what = f"expected at most {ctx['max_length']} items, got {len(value)}"
+        case "literal_error":
+            what = f"{value!r} is not one of {ctx['expected']}"
+        case "greater_than":
+            what = f"must be > {ctx['gt']}, got {value}"
+        case "greater_than_equal":
+            what = f"must be >= {ctx['ge']}, got {value}"
+        case "union_tag_not_found":
+            what = "a layer is a mapping with a 'type' key"
+        case "union_tag_invalid":
+            path, what = f"{path}.type", f"{ctx['tag']!r} is not one of {ctx['expected_tags']}"
+        case _:
+            what = err["msg"]  # pydantic's own words, still after the key path
+    return f"{path}: {what}"
 
 
 def parse(raw: Any) -> Params:
     """Parse a params mapping (as loaded from YAML); raise ParamsError naming the key."""
     if not isinstance(raw, Mapping):
         raise ParamsError("params: the file must hold a mapping at the top level")
-    p = _parse_dataclass(Params, raw, "")
-    _check_links(p)
-    return p
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_message(exc.errors()[0])) from None
 
 
 def load(path: Path | str | None = None) -> Params:
@@ -459,8 +374,8 @@ def load(path: Path | str | None = None) -> Params:
 
 def to_dict(obj: Any) -> Any:
     """Plain dicts/lists (for logging to MLflow and writing meta.json)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, BaseModel):
+        return {name: to_dict(getattr(obj, name)) for name in type(obj).model_fields}
     if isinstance(obj, Mapping):
         return {k: to_dict(v) for k, v in obj.items()}
     if isinstance(obj, tuple | list):

@@ -12,7 +12,6 @@ backward time per layer. With ``--json`` the last line is a JSON object with
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -87,7 +86,7 @@ def bench_scratch(data: Split, rounds: int, seed: int = 0) -> dict:
     p = params.load()
     mp_s, mp_k = p.models[SCRATCH], p.models[KERAS]
     batch = mp_s.train.batch_size
-    tp = dataclasses.replace(mp_s.train, augment=None)
+    tp = mp_s.train.model_copy(update={"augment": None})
     net = Network(mp_s.arch, data.x.shape[1:], seed=seed)
     trainer = Trainer(net, tp, seed)
     rng = np.random.default_rng(seed)

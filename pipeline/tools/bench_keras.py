@@ -11,7 +11,6 @@ when present, else the size its dataset params give on MNIST (60000 images, ~600
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
@@ -45,9 +44,11 @@ def bench(mp: ModelParams, n_images: int, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     x = rng.random((n_images, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, n_classes, n_images)
-    tp = dataclasses.replace(mp.train, reduce_lr=None, early_stopping=None, checkpoint=False)
+    tp = mp.train.model_copy(
+        update={"reduce_lr": None, "early_stopping": None, "checkpoint": False}
+    )
     keras_family.seed_everything(seed)
-    model = keras_family.build(dataclasses.replace(mp, train=tp), (28, 28, 1), seed)
+    model = keras_family.build(mp.model_copy(update={"train": tp}), (28, 28, 1), seed)
     warm = keras_family.AugmentedBatches(
         Split(x[: tp.batch_size * 4], y[: tp.batch_size * 4]), tp.batch_size, seed
     )
