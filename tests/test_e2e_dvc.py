@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from .conftest import copy_tiny, plain_env
 from .conftest import sh as _sh
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
-BIN = Path(sys.executable).parent
 
 
 def stages_run(output: str) -> set[str]:
@@ -139,7 +137,7 @@ def test_logged_models_predict_like_the_stage(project):
 
 def test_second_repro_does_nothing(project):
     root, env, _ = project
-    again = _sh([str(BIN / "dvc"), "repro"], root, env)
+    again = _sh(["bin/dvc", "repro"], root, env)
     assert stages_run(again.stdout) == set()
     assert "Data and pipelines are up to date" in again.stdout
 
@@ -147,20 +145,20 @@ def test_second_repro_does_nothing(project):
 def test_param_change_reruns_only_the_affected_stages(project):
     root, env, _ = project
     _sh(
-        [str(BIN / "dvc"), "exp", "run", "-S", "models.dense_mlp.train.learning_rate=0.02"],
+        ["bin/dvc", "exp", "run", "-S", "models.dense_mlp.train.learning_rate=0.02"],
         root,
         env,
     )
-    again = _sh([str(BIN / "dvc"), "repro"], root, env)  # the exp changed params in place
+    again = _sh(["bin/dvc", "repro"], root, env)  # the exp changed params in place
     assert stages_run(again.stdout) == set()
-    proc = _sh([str(BIN / "dvc"), "exp", "show", "--json"], root, env)
+    proc = _sh(["bin/dvc", "exp", "show", "--json"], root, env)
     assert "dense_mlp" in proc.stdout
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["models"]["dense_mlp"]["train"]["learning_rate"] = 0.005
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _sh([str(BIN / "dvc"), "repro"], root, env).stdout
+    out = _sh(["bin/dvc", "repro"], root, env).stdout
     assert stages_run(out) == {"train@dense_mlp", "evaluate@dense_mlp", "plot"}
-    shown = _sh([str(BIN / "dvc"), "metrics", "show", "--json"], root, env).stdout
+    shown = _sh(["bin/dvc", "metrics", "show", "--json"], root, env).stdout
     assert "metrics/dense_mlp.json" in shown
 
 
@@ -172,7 +170,7 @@ def test_dataset_change_invalidates_only_its_own_branch(project):
     params["datasets"]["digits025"]["val_fraction"] = 0.25
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        status = json.loads(_sh([str(BIN / "dvc"), "status", "--json"], root, env).stdout)
+        status = json.loads(_sh(["bin/dvc", "status", "--json"], root, env).stdout)
     finally:
         params_file.write_text(before)
     on_digits025 = [m for m, spec in params["models"].items() if spec["dataset"] == "digits025"]
@@ -193,7 +191,7 @@ def test_temp_experiment_lands_in_the_same_store(project):
     before = run_ids(client, exp_id)
     _sh(
         [
-            str(BIN / "dvc"),
+            "bin/dvc",
             "exp",
             "run",
             "--temp",
@@ -214,7 +212,7 @@ def test_queued_experiments_land_in_the_same_store(project):
     root, env, _ = project
     client, exp_id = mlflow_store(root)
     before = run_ids(client, exp_id)
-    dvc = str(BIN / "dvc")
+    dvc = "bin/dvc"
     for lr in ("0.03", "0.04"):
         _sh(
             [dvc, "exp", "run", "--queue", "-S", f"models.dense_mlp.train.learning_rate={lr}"],
