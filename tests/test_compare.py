@@ -171,7 +171,12 @@ def test_page_is_self_contained_with_every_section():
 def test_warning_on_top_when_data_hashes_differ():
     a, b = synthetic_runs()
     b.tags["dataset_dvc_md5"] = "fff.dir"
-    page = report.render(report.analyse(a, b, ["0", "2", "5"]))
+    comparison = report.analyse(a, b, ["0", "2", "5"])
+    comparison.images_note = "No thumbnails: the test images are not on this machine."
+    page = report.render(comparison)
+    assert comparison.images_note in page and "<figure class='thumb'" not in page
+    listed = re.search(r"<h3 id='fixed'>.*?Test indices: ([\d, ]+)</p>", page)
+    assert listed and listed.group(1) == ", ".join(map(str, comparison.fixed.tolist()))
     warning = page.index("role='alert'")
     assert "mixes datasets" in page[warning : warning + 400]
     assert warning < page.index("id='runs'")
@@ -265,6 +270,26 @@ def test_two_learning_rates_report_matches_both_runs_predictions(two_runs, dense
     for run_id in (run_a, run_b):
         logged = [f.path for f in client.list_artifacts(run_id, "compare")]
         assert logged == [f"compare/dense_mlp-{run_a[:8]}_vs_dense_mlp-{run_b[:8]}.html"]
+
+
+@pytest.mark.slow
+def test_report_rebuilt_from_the_store_alone(two_runs, dense_report, tmp_path):
+    """Another machine: no checkout data, only the tracking store. Same numbers; the page
+    says why there are no thumbnails instead of failing."""
+    root, env, run_a, run_b, *_ = two_runs
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "from_store.html"
+    env = env | {
+        "PIPELINE_ROOT": str(elsewhere),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+    }
+    run_compare(root, env, run_a, run_b, "-o", str(out), "--no-log")
+    page = out.read_text()
+    data = compare_data(page)
+    full = compare_data(dense_report[0].read_text())
+    assert data == full
+    assert "not on this machine" in page and "<figure class='thumb'" not in page
 
 
 @pytest.mark.slow

