@@ -399,11 +399,10 @@ def _runs_section(c: Comparison) -> str:
         f"<tr><td>run id</td><td><code>{_e(c.a.run_id)}</code></td>"
         f"<td><code>{_e(c.b.run_id)}</code></td></tr>"
     ]
-    for run_a, run_b, label in ((c.a, c.b, "started (UTC)"),):
-        rows.append(
-            f"<tr><td>{label}</td><td>{_e(_time(run_a.start_time))}</td>"
-            f"<td>{_e(_time(run_b.start_time))}</td></tr>"
-        )
+    rows.append(
+        f"<tr><td>started (UTC)</td><td>{_e(_time(c.a.start_time))}</td>"
+        f"<td>{_e(_time(c.b.start_time))}</td></tr>"
+    )
     for key, label in PROVENANCE_TAGS:
         va, vb = c.a.tags.get(key), c.b.tags.get(key)
         style = " class='worse'" if key == "dataset_dvc_md5" and va != vb else ""
@@ -554,6 +553,18 @@ def _both_wrong_section(c: Comparison) -> str:
     )
 
 
+SECTIONS = (
+    ("runs", _runs_section),
+    ("params", _params_section),
+    ("metrics", _metrics_section),
+    ("curves", _curves_section),
+    ("confusion", _confusion_section),
+    ("per-class", _per_class_section),
+    ("changed", _changed_section),
+    ("both-wrong", _both_wrong_section),
+)
+
+
 def render(c: Comparison) -> str:
     """The self-contained HTML page (no external file, font or script)."""
     acc_a, acc_b = c.accuracy(c.a), c.accuracy(c.b)
@@ -573,14 +584,7 @@ def render(c: Comparison) -> str:
             f"<p class='note'>MLflow store: <code>{_e(c.a.store)}</code></p>",
             warnings,
             summary,
-            _runs_section(c),
-            _params_section(c),
-            _metrics_section(c),
-            _curves_section(c),
-            _confusion_section(c),
-            _per_class_section(c),
-            _changed_section(c),
-            _both_wrong_section(c),
+            *(f"<section data-section='{name}'>{part(c)}</section>" for name, part in SECTIONS),
         ]
     )
     return (

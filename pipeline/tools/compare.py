@@ -76,8 +76,16 @@ def fetch(label: str, spec: str, tmp: Path) -> RunData:
         actual=actual,
         predicted=predicted,
         start_time=run.info.start_time,
-        store=tracking.tracking_uri(),
+        store=store_label(),
     )
+
+
+def store_label() -> str:
+    """The store as the report names it: the embedded one of this checkout by its file name
+    (the page should not carry a machine's paths), any other by its URI."""
+    uri = tracking.tracking_uri()
+    own = f"sqlite:///{config.mlflow_db(tracking.store_root())}"
+    return f"{config.mlflow_db(Path('.')).name} of this project" if uri == own else uri
 
 
 def common_classes(a: RunData, b: RunData) -> list[str]:
