@@ -19,7 +19,7 @@ export PYTHONHASHSEED := 0
 # Stage commands in dvc.yaml run bin/python, which finds .venv itself: no PATH set-up here,
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
-.PHONY: bench help setup repro test test-fast lint actionlint format ui clean verify-repro
+.PHONY: bench compare help setup repro test test-fast lint actionlint format ui clean verify-repro
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -65,6 +65,13 @@ verify-repro: setup ## Run the tiny pipeline twice from clean copies; fail unles
 
 bench: setup ## Scratch vs Keras training speed on 12,000 prepared MNIST images (needs `make repro` data)
 	$(BIN)/python -m pipeline.bench scratch --json
+
+compare: setup ## Compare two runs: make compare A=<run id|preset|preset@exp> B=… [O=report.html]
+	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then \
+		echo "usage: make compare A=<run id | preset | preset@dvc exp name> B=<same> [O=report.html]" >&2; \
+		exit 2; \
+	fi
+	$(BIN)/python -m pipeline.compare "$(A)" "$(B)" $(if $(O),-o "$(O)")
 
 clean: ## Remove pipeline outputs (data, models, metrics, plots, reports) and caches, keep .venv and the MLflow store
 	rm -rf data/raw data/prepared models metrics plots reports .pytest_cache .ruff_cache

@@ -50,6 +50,11 @@ CLASSIFICATION_REPORT = "classification_report.txt"
 ACCURACY_CSV = "accuracy.csv"  # plots/compare/: test accuracy of every model
 ACCURACY_PNG = "test_accuracy.png"
 CURVES_PNG = "validation_curves.png"
+# MLflow artifact folders of a run: evaluate@<model> logs plots/<model>/ under EVALUATION_ARTIFACTS
+# (so <run>/evaluation/predictions.csv: one row per test image, in test.npz order);
+# `python -m pipeline.compare` logs its reports under COMPARE_ARTIFACTS.
+EVALUATION_ARTIFACTS = "evaluation"
+COMPARE_ARTIFACTS = "compare"
 
 
 def split_file(dataset_dir: Path, split: str) -> Path:
@@ -94,6 +99,12 @@ def plots_dir(model: str, root: Path = ROOT) -> Path:
 def compare_plots_dir(root: Path = ROOT) -> Path:
     """plots/compare/: cross-model figures."""
     return root / "plots" / "compare"
+
+
+def compare_reports_dir(root: Path = ROOT) -> Path:
+    """reports/compare/: two-run comparison reports of `python -m pipeline.compare`
+    (git-ignored; each one is also an artifact of both runs)."""
+    return root / "reports" / "compare"
 
 
 def cache_dir(root: Path = ROOT) -> Path:
