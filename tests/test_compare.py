@@ -22,9 +22,9 @@ import pytest
 
 from pipeline.core import config
 from pipeline.data.prepared import Split, save_split
-from pipeline.report import compare as report
-from pipeline.report.compare import RunData
 from pipeline.tools import compare as tool
+from pipeline.tools import compare_report as report
+from pipeline.tools.compare_report import RunData
 
 from .conftest import copy_tiny, plain_env, sh
 

@@ -12,7 +12,7 @@ test images themselves, which are not in the store: they come from the local
 ``data/prepared/<dataset>/test.npz`` when its labels match the runs' predictions image for
 image, and the report says so when they cannot.
 
-Writes one self-contained HTML page (pipeline/report/compare.py) to ``-o`` or
+Writes one self-contained HTML page (pipeline/tools/compare_report.py) to ``-o`` or
 ``reports/compare/`` and logs it to both runs under ``compare/``. Bad input (an unknown run,
 a run without predictions, runs on different class sets or test sets) prints one line and
 exits 1, writing nothing.
@@ -31,8 +31,8 @@ import pandas as pd
 from pipeline.core import config, tracking
 from pipeline.core.io import atomic_write
 from pipeline.data.prepared import load_meta, load_split
-from pipeline.report import compare as report
-from pipeline.report.compare import CompareError, RunData
+from pipeline.tools import compare_report as report
+from pipeline.tools.compare_report import CompareError, RunData
 
 PREDICTIONS_ARTIFACT = f"{config.EVALUATION_ARTIFACTS}/{config.PREDICTIONS_CSV}"
 
