@@ -103,6 +103,7 @@ def setup(experiment: str, root: Path = config.ROOT) -> str:
 
 
 def _setup_experiment(experiment: str, root: Path) -> str:
+    """The id of ``experiment``, created if needed (the first call creates the schema)."""
 
     def get_or_create() -> str:
         exp = mlflow.get_experiment_by_name(experiment)
