@@ -225,7 +225,13 @@ def training_run(model: str, family: str, dataset: str, root: Path = config.ROOT
 def reopen(run_id: str) -> Iterator[str]:
     """Add to an existing run (evaluate@ and plot add to the training's run); the run's
     process tags name this process while it is open."""
-    preset = mlflow.MlflowClient().get_run(run_id).data.tags.get("preset")
+    try:
+        preset = mlflow.MlflowClient().get_run(run_id).data.tags.get("preset")
+    except mlflow.exceptions.MlflowException:
+        raise RuntimeError(
+            f"MLflow run {run_id} is not in the store {mlflow.get_tracking_uri()}; "
+            "rerun the training (dvc repro -f train@<model>) to log a new one"
+        ) from None
     if preset:
         kill_orphan_runs(preset)
     mlflow.start_run(run_id=run_id)
