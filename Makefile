@@ -55,8 +55,18 @@ format: setup ## Fix lint where safe and format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:5000
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
+PORT ?= 5000
+# The port is checked first: mlflow ui reports a busy port and still exits 0, and the browser
+# then shows whichever server owns it.
+ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:$(PORT) (make ui PORT=5001)
+	@[[ "$(PORT)" =~ ^[0-9]+$$ ]] && (( $(PORT) > 0 && $(PORT) < 65536 )) || { \
+		echo "error: PORT=$(PORT) is not a port number (1-65535)" >&2; exit 2; }
+	@$(BIN)/python -c 'import socket, sys; s = socket.socket(); \
+		s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
+		s.bind(("127.0.0.1", int(sys.argv[1])))' "$(PORT)" 2>/dev/null || { \
+		echo "error: port $(PORT) on 127.0.0.1 is already in use; stop its server or run: make ui PORT=<another port>" >&2; \
+		exit 1; }
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) \
 		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--default-artifact-root "$(CURDIR)/mlartifacts"
 

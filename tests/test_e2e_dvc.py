@@ -53,7 +53,7 @@ def test_every_stage_ran_and_wrote_its_outputs(project):
     root, _, out = project
     params = yaml.safe_load((root / "params.yaml").read_text())
     models = list(params["models"])
-    expected = {"fetch", "validate", "plot"}
+    expected = {"check_params", "fetch", "validate", "plot"}
     expected |= {f"prepare@{d}" for d in params["datasets"]}
     expected |= {f"{s}@{m}" for s in ("train", "evaluate") for m in models}
     assert stages_run(out) == expected
@@ -157,7 +157,8 @@ def test_param_change_reruns_only_the_affected_stages(project):
     params["models"]["dense_mlp"]["train"]["learning_rate"] = 0.005
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _sh(["bin/dvc", "repro"], root, env).stdout
-    assert stages_run(out) == {"train@dense_mlp", "evaluate@dense_mlp", "plot"}
+    # check_params reads all of params.yaml: it reruns (a second) and its stamp is unchanged
+    assert stages_run(out) == {"check_params", "train@dense_mlp", "evaluate@dense_mlp", "plot"}
     shown = _sh(["bin/dvc", "metrics", "show", "--json"], root, env).stdout
     assert "metrics/dense_mlp.json" in shown
 

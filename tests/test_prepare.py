@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipeline.core import config, params
+from pipeline.data import gate
 from pipeline.data.prepared import load_meta, load_split
 from pipeline.stages import prepare
 
@@ -18,6 +19,18 @@ from .conftest import REPO
 @pytest.fixture(scope="module")
 def p() -> params.Params:
     return params.parse(yaml.safe_load(config.params_path(REPO).read_text()))
+
+
+@pytest.fixture(autouse=True)
+def vouched(synthetic_raw, tmp_path, monkeypatch):
+    """A passing validation summary for ``synthetic_raw`` (prepare refuses raw files that
+    validation did not pass; tests/test_hardening.py covers the refusal)."""
+    folder = tmp_path / "validation"
+    folder.mkdir()
+    summary = {"success": True, "raw_sha256": gate.raw_hashes(synthetic_raw)}
+    (folder / config.SUMMARY_JSON).write_text(json.dumps(summary))
+    monkeypatch.setattr(config, "validation_dir", lambda root=None: folder)
+    return folder
 
 
 def _with_dataset(p, name, **changes):

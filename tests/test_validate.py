@@ -221,15 +221,15 @@ def test_main_exit_codes(tmp_path, monkeypatch, capsys, good, params):
     monkeypatch.setattr(config, "raw_dir", lambda source: raw)
     monkeypatch.setattr(config, "validation_dir", lambda: out)
 
-    assert validate.main() == 1  # no raw data yet
+    assert validate.main([]) == 1  # no raw data yet
     assert "validate: error:" in capsys.readouterr().err
 
     _write_raw(raw, good)
-    assert validate.main() == 0
+    assert validate.main([]) == 0
     assert "16 expectations passed" in capsys.readouterr().out
 
     _write_raw(raw, _break_labels(_copy(good), params)[0])
-    assert validate.main() == 1
+    assert validate.main([]) == 1
     err = capsys.readouterr().err
     assert "1 expectation(s) failed" in err and "11 (index 3)" in err
     assert "Traceback" not in err

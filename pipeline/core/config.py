@@ -71,6 +71,12 @@ def raw_dir(source: str, root: Path = ROOT) -> Path:
     return root / "data" / "raw" / source
 
 
+def params_check_file(root: Path = ROOT) -> Path:
+    """reports/params_ok.txt: check_params' stamp; its content never changes, so that every
+    stage can depend on it without rerunning when an unrelated param changes."""
+    return root / "reports" / "params_ok.txt"
+
+
 def validation_dir(root: Path = ROOT) -> Path:
     """reports/validation/: GX data docs (index.html) and summary.json."""
     return root / "reports" / "validation"

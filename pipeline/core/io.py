@@ -97,3 +97,24 @@ def stale_temps(path: Path) -> list[Path]:
     if not path.parent.is_dir():
         return []
     return sorted(p for p in path.parent.glob(f".{path.name}.*") if p.name.endswith(TMP_SUFFIX))
+
+
+def remove_stale_temps(paths: list[Path]) -> list[Path]:
+    """Delete what atomic writes of ``paths`` left behind when their writer was killed
+    (SIGKILL, power loss: no ``except`` block ran). Called at the start of a stage, before
+    it writes, so that hidden partial files do not pile up, flip ``dvc status`` or show as
+    untracked in git. Returns what was removed."""
+    removed = []
+    for path in paths:
+        for tmp in stale_temps(path):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+class BadModelFile(ValueError):
+    """A model file that is missing, truncated, corrupt or not in the project's pickle-free
+    format; the message names the file and what is wrong with it."""

@@ -261,6 +261,7 @@ with warnings.catch_warnings():
                     )
                 n_classes = len(self.datasets[m.dataset].classes)
                 check_arch(m.arch, n_classes, f"{where}.arch", m.family, f"dataset {m.dataset!r}")
+                check_shapes(m.arch, self.validate.image_shape, f"{where}.arch")
             for i, name in enumerate(self.plot.compare_curves):
                 if name not in self.models:
                     raise ValueError(f"plot.compare_curves[{i}]: {name!r} is not a model")
@@ -292,6 +293,32 @@ def check_arch(
             raise ParamsError(f"{where}[{j}]: softmax is only allowed on the last layer")
         if isinstance(layer, CubicSpec) and family not in (None, "custom"):
             raise ParamsError(f"{where}[{j}]: cubic layers need family custom")
+
+
+def check_shapes(arch: Sequence[LayerSpec], image_shape: Sequence[int], where: str) -> None:
+    """Follow the image size through the conv and pool layers: a window larger than its
+    input is refused here, naming the key, before any stage opens an MLflow run or
+    builds a model (Keras' own message names neither the layer nor the key)."""
+    h, w = image_shape[0], image_shape[1]
+    for i, layer in enumerate(arch):
+        if isinstance(layer, ConvSpec | PoolSpec):
+            key, size = (
+                ("kernel", layer.kernel) if isinstance(layer, ConvSpec) else ("size", layer.size)
+            )
+            stride = layer.stride or size
+            if layer.padding == "valid":
+                if size > min(h, w):
+                    raise ParamsError(
+                        f"{where}[{i}].{key}: {size} is larger than the layer's {h}x{w} input "
+                        f"(the {image_shape[0]}x{image_shape[1]} images after layers 0..{i - 1})"
+                        if i
+                        else f"{where}[{i}].{key}: {size} is larger than the {h}x{w} images"
+                    )
+                h, w = (h - size) // stride + 1, (w - size) // stride + 1
+            else:
+                h, w = -(-h // stride), -(-w // stride)
+        elif isinstance(layer, FlattenSpec | DenseSpec | CubicSpec):
+            return
 
 
 # --------------------------------------------------------------------------- errors

@@ -8,18 +8,68 @@ and exit 1 without a traceback; anything else is a bug and raises.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from pipeline.core import config
 from pipeline.core import params as params_mod
+from pipeline.core.io import remove_stale_temps
 
 
 class StageError(RuntimeError):
     """A stage refuses its input; the message says what is wrong and where."""
 
 
-# ParamsError and IdxError are ValueErrors; FetchError is a RuntimeError.
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``kill`` and DVC send), handled like Ctrl-C: the ``except`` and
+    ``finally`` blocks run, so temporary outputs are removed and the MLflow run ends
+    KILLED."""
+
+
+# ParamsError, IdxError and BadModelFile are ValueErrors; FetchError is a RuntimeError.
 EXPECTED = (StageError, FileNotFoundError, ValueError, RuntimeError)
+
+
+def outputs(stage: str, params: params_mod.Params, name: str | None) -> list[Path]:
+    """The paths a stage writes atomically (their stale temporaries are its to remove)."""
+    if stage == "check_params":
+        return [config.params_check_file()]
+    if stage == "fetch":
+        raw = config.raw_dir(params.data.source)
+        return [raw, *(raw / f for f in config.RAW_FILES)]
+    if stage == "validate":
+        return [config.validation_dir()]
+    if stage == "prepare" and name:
+        return [config.prepared_dir(name)]
+    if stage == "train" and name:
+        return [config.model_dir(name)]
+    if stage == "evaluate" and name:
+        return [config.plots_dir(name), config.metrics_file(name)]
+    if stage == "plot":
+        return [config.compare_plots_dir()]
+    return []
+
+
+def clean_up(stage: str, params: params_mod.Params, name: str | None) -> None:
+    """Remove what a killed earlier run of this stage left: hidden temporary files and
+    folders beside its outputs (one log line). Stale MLflow runs are closed by
+    ``tracking.training_run`` and ``tracking.reopen``."""
+    removed = remove_stale_temps(outputs(stage, params, name))
+    if removed:
+        shown = ", ".join(str(p.relative_to(config.ROOT)) for p in removed[:3])
+        more = f" and {len(removed) - 3} more" if len(removed) > 3 else ""
+        logging.getLogger(__name__).warning(
+            "removed %d temporary file(s)/folder(s) left by a killed run: %s%s",
+            len(removed),
+            shown,
+            more,
+        )
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def run_stage(
@@ -38,6 +88,7 @@ def run_stage(
         return 2
     label = f"{stage}@{argv[0]}" if section else stage
     logging.basicConfig(level=logging.INFO, format=f"{label}: %(message)s", stream=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         params = params_mod.load()
         if section:
@@ -46,11 +97,19 @@ def run_stage(
                 raise params_mod.ParamsError(
                     f"{section}.{argv[0]}: not defined (known: {', '.join(known)})"
                 )
+            clean_up(stage, params, argv[0])
             summary = body(params, argv[0])
         else:
+            clean_up(stage, params, None)
             summary = body(params)
     except EXPECTED as exc:
         print(f"{label}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:
+        how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        print(f"{label}: interrupted ({how}); previous outputs kept", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"{label}: {summary}")
     return 0

@@ -20,12 +20,15 @@ of the package that imports mlflow.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +36,7 @@ from typing import Any, TypeVar
 import mlflow
 import numpy as np
 import yaml
+from filelock import FileLock
 from mlflow.models import infer_signature
 
 from pipeline.core import config
@@ -40,6 +44,7 @@ from pipeline.core import config
 T = TypeVar("T")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole pipeline package
 MODEL_ARTIFACT = "model"
+log = logging.getLogger(__name__)
 
 
 def store_root(root: Path = config.ROOT) -> Path:
@@ -74,11 +79,31 @@ def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.5) -> T:
     raise AssertionError("unreachable")
 
 
+def store_lock(uri: str) -> FileLock | nullcontext:
+    """An exclusive lock beside a sqlite store file (``mlflow.db.lock``), held while the
+    store's schema and experiment are created: MLflow creates the tables and runs its
+    alembic migrations without a lock, so two processes on a fresh store collide (``table
+    ... already exists``, ``duplicate column name``). Other stores need none."""
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(db) + ".lock")
+
+
 def setup(experiment: str, root: Path = config.ROOT) -> str:
-    """Point MLflow at the project store and make sure ``experiment`` exists; its id."""
-    mlflow.set_tracking_uri(tracking_uri(root))
+    """Point MLflow at the project store and make sure ``experiment`` exists; its id.
+    Safe for any number of processes at once on a fresh store (``store_lock``)."""
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         config.mlflow_artifacts(store_root(root)).mkdir(parents=True, exist_ok=True)
+    with store_lock(uri):
+        return _setup_experiment(experiment, root)
+
+
+def _setup_experiment(experiment: str, root: Path) -> str:
+    """The id of ``experiment``, created if needed (the first call creates the schema)."""
 
     def get_or_create() -> str:
         exp = mlflow.get_experiment_by_name(experiment)
@@ -187,16 +212,128 @@ def load_run_id(model_dir: Path) -> str:
 
 @contextmanager
 def training_run(model: str, family: str, dataset: str, root: Path = config.ROOT) -> Iterator[str]:
-    """A new run of the contract for one execution of train@<model>; yields its id."""
-    with mlflow.start_run(run_name=model, tags=run_tags(model, family, dataset, root)) as run:
+    """A new run of the contract for one execution of train@<model>; yields its id.
+    Runs of ``model`` left RUNNING by a killed process are marked KILLED first."""
+    kill_orphan_runs(model)
+    tags = run_tags(model, family, dataset, root) | process_tags()
+    run = mlflow.start_run(run_name=model, tags=tags)
+    with _ended(run.info.run_id):
         yield run.info.run_id
 
 
 @contextmanager
 def reopen(run_id: str) -> Iterator[str]:
-    """Add to an existing run (evaluate@ and plot add to the training's run)."""
-    with mlflow.start_run(run_id=run_id):
+    """Add to an existing run (evaluate@ and plot add to the training's run); the run's
+    process tags name this process while it is open."""
+    try:
+        preset = mlflow.MlflowClient().get_run(run_id).data.tags.get("preset")
+    except mlflow.exceptions.MlflowException:
+        raise RuntimeError(
+            f"MLflow run {run_id} is not in the store {mlflow.get_tracking_uri()}; "
+            "rerun the training (dvc repro -f train@<model>) to log a new one"
+        ) from None
+    if preset:
+        kill_orphan_runs(preset)
+    mlflow.start_run(run_id=run_id)
+    with_retry(lambda: mlflow.set_tags(process_tags()))
+    with _ended(run_id):
         yield run_id
+
+
+@contextmanager
+def _ended(run_id: str) -> Iterator[None]:
+    """End the active run FINISHED, FAILED on an error, KILLED on Ctrl-C or SIGTERM (the
+    stage runner turns SIGTERM into KeyboardInterrupt); mlflow.start_run's own context
+    says FAILED for all of them."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _end(run_id, "KILLED")
+        raise
+    except BaseException:
+        _end(run_id, "FAILED")
+        raise
+    _end(run_id, "FINISHED")
+
+
+def _end(run_id: str, status: str) -> None:
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        with_retry(lambda: mlflow.end_run(status))
+
+
+# --------------------------------------------------------------------------- orphans
+
+PID_TAG, HOST_TAG, BOOT_TAG, START_TAG = (
+    "pipeline.pid",
+    "pipeline.host",
+    "pipeline.boot_id",
+    "pipeline.proc_start",
+)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_tags() -> dict[str, str]:
+    """Who holds a run open: pid, its start time (pids are reused), host and boot id."""
+    pid = os.getpid()
+    return {
+        PID_TAG: str(pid),
+        HOST_TAG: socket.gethostname(),
+        BOOT_TAG: _boot_id(),
+        START_TAG: _proc_start(pid) or "",
+    }
+
+
+def process_gone(tags: dict[str, str]) -> bool:
+    """True when the process the tags name surely no longer runs: same host, and either
+    another boot or no process with that pid and start time. Runs of other hosts, or
+    without the tags, are never judged gone."""
+    pid = tags.get(PID_TAG, "")
+    if not pid.isdigit() or tags.get(HOST_TAG) != socket.gethostname():
+        return False
+    if tags.get(BOOT_TAG) and tags.get(BOOT_TAG) != _boot_id():
+        return True
+    start = _proc_start(int(pid))
+    return start is None or (bool(tags.get(START_TAG)) and start != tags.get(START_TAG))
+
+
+def kill_orphan_runs(preset: str) -> list[str]:
+    """Mark KILLED the runs of ``preset`` in the active experiment that are still RUNNING
+    although their process is gone (SIGKILL, power loss); one log line each."""
+    client = mlflow.MlflowClient()
+    exp_id = _active_experiment()
+    runs = with_retry(
+        lambda: client.search_runs(
+            [exp_id],
+            filter_string=f"tags.preset = '{preset}' and attributes.status = 'RUNNING'",
+        )
+    )
+    killed = []
+    for run in runs:
+        tags = run.data.tags
+        if process_gone(tags):
+            with_retry(lambda r=run: client.set_terminated(r.info.run_id, "KILLED"))
+            killed.append(run.info.run_id)
+            log.warning(
+                "marked MLflow run %s of %s KILLED: its process %s on %s is gone",
+                run.info.run_id,
+                preset,
+                tags.get(PID_TAG),
+                tags.get(HOST_TAG),
+            )
+    return killed
+
+
+def _active_experiment() -> str:
+    from mlflow.tracking.fluent import _get_experiment_id
+
+    return _get_experiment_id()
 
 
 def log_params(values: dict[str, Any]) -> None:
@@ -231,17 +368,37 @@ def _pins(*dists: str) -> list[str]:
     return [f"{d}=={version(d)}" for d in dists]
 
 
+@contextmanager
+def _no_global_custom_objects() -> Iterator[None]:
+    """Hide Keras' registry of custom objects while MLflow saves a model: MLflow cloudpickles
+    whatever it holds into ``global_custom_objects.cloudpickle``, which would run code when
+    loaded. The ``.keras`` file names each custom layer by its registered import path, which
+    is how ``load_model_file`` resolves it."""
+    import keras
+
+    registry = keras.saving.get_custom_objects()
+    saved = dict(registry)
+    registry.clear()
+    try:
+        yield
+    finally:
+        registry.update(saved)
+
+
 def log_keras_model(model, example: np.ndarray) -> None:
-    """Log a Keras model to the active run (tensorflow flavor)."""
+    """Log a Keras model to the active run (tensorflow flavor, ``data/model.keras``), with no
+    pickle of custom objects."""
     proba = np.asarray(model.predict(example, verbose=0))
-    mlflow.tensorflow.log_model(
-        model,
-        name=MODEL_ARTIFACT,
-        signature=infer_signature(example, proba),
-        input_example=example,
-        code_paths=[str(PACKAGE_DIR)],
-        pip_requirements=_pins("tensorflow-cpu", "keras", "numpy"),
-    )
+    with _no_global_custom_objects():
+        mlflow.tensorflow.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            signature=infer_signature(example, proba),
+            input_example=example,
+            code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=_pins("tensorflow-cpu", "keras", "numpy"),
+            metadata={SAFE_FORMAT_KEY: "keras"},
+        )
 
 
 def log_pyfunc_model(
@@ -257,12 +414,84 @@ def log_pyfunc_model(
         input_example=example,
         code_paths=[str(PACKAGE_DIR)],
         pip_requirements=_pins("numpy"),
+        metadata={SAFE_FORMAT_KEY: "npz"},
     )
 
 
-def load_pyfunc(uri: str):
-    """An MLflow model (``runs:/``, ``models:/``, a model folder) from the project store."""
+SAFE_FORMAT_KEY = "pipeline_format"  # MLmodel metadata: the pickle-free file format logged
+KERAS_FILE = "model.keras"  # what mlflow.tensorflow writes under the flavor's data folder
+PICKLE_NAMES = (".pkl", ".pickle", ".cloudpickle")
+
+
+class PickleRefused(RuntimeError):
+    """Loading the model would unpickle (run) code the model's author chose."""
+
+
+@dataclass(frozen=True)
+class SafeModelFile:
+    """A model of the project's families inside an MLflow model folder."""
+
+    folder: Path  # the local MLflow model folder
+    format: str  # "keras" (a .keras file, loaded in safe mode) or "npz" (allow_pickle=False)
+    path: Path
+
+
+def local_model_folder(uri: str) -> Path:
+    """The MLflow model at ``uri`` (``runs:/``, ``models:/``, artifact URI or a local model
+    folder) as a local folder; downloads from the project store as needed."""
+    if Path(uri).is_dir():
+        return Path(uri)
     mlflow.set_tracking_uri(tracking_uri())
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+
+
+def _inside(folder: Path, rel: str) -> Path | None:
+    path = (folder / rel).resolve()
+    return path if path.is_relative_to(folder.resolve()) else None
+
+
+def safe_model_file(folder: Path, uri: str = "") -> SafeModelFile:
+    """The pickle-free model file of an MLflow model folder: ``data/model.keras`` of the
+    tensorflow flavor, or the ``.npz`` artifact of the scratch pyfunc. Nothing of the folder
+    is executed or unpickled here (MLmodel is read with yaml.safe_load). Raises
+    ``PickleRefused`` when the folder holds no such file: only unpickling could load it."""
+    where = uri or str(folder)
+    mlmodel = folder / "MLmodel"
+    if not mlmodel.is_file():
+        raise FileNotFoundError(f"{where}: not an MLflow model (no MLmodel file)")
+    try:
+        conf = yaml.safe_load(mlmodel.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where}: MLmodel is not valid YAML ({exc})") from None
+    flavors = conf.get("flavors") or {}
+    tf_conf = flavors.get("tensorflow") or flavors.get("keras")
+    if isinstance(tf_conf, dict) and tf_conf.get("model_type", "keras") == "keras":
+        path = _inside(folder, f"{tf_conf.get('data', 'data')}/{KERAS_FILE}")
+        if path is not None and path.exists():
+            return SafeModelFile(folder, "keras", path)
+    pf = flavors.get("python_function") or {}
+    artifacts = pf.get("artifacts") or {}
+    entry = artifacts.get("model") if isinstance(artifacts, dict) else None
+    rel = entry.get("path") if isinstance(entry, dict) else None
+    if isinstance(rel, str) and rel.endswith(".npz") and "model_code_path" in pf:
+        path = _inside(folder, rel)
+        if path is not None and path.exists():
+            return SafeModelFile(folder, "npz", path)
+    pickles = sorted(p.name for p in folder.rglob("*") if p.name.endswith(PICKLE_NAMES))
+    what = f" ({', '.join(pickles)})" if pickles else ""
+    raise PickleRefused(
+        f"{where}: not a model of the project's families (.keras or .npz); loading it would "
+        f"unpickle code{what}. Pass --trust-pickle only if you trust where it came from"
+    )
+
+
+def load_pyfunc(uri: str, trust_pickle: bool = False):
+    """Any MLflow model through ``mlflow.pyfunc`` (which may unpickle, i.e. run, code the
+    model's author chose): only with ``trust_pickle``."""
+    if not trust_pickle:
+        raise PickleRefused(f"{uri}: loading it through mlflow.pyfunc needs --trust-pickle")
+    mlflow.set_tracking_uri(tracking_uri())
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
     return mlflow.pyfunc.load_model(uri)
 
 

@@ -31,7 +31,7 @@ from numpy._core.multiarray import _reconstruct
 from tqdm import tqdm
 
 from pipeline.core.config import RAW_FILES
-from pipeline.core.io import atomic_open
+from pipeline.core.io import atomic_dir, atomic_open
 from pipeline.data.idx import check_header, idx_header
 
 log = logging.getLogger(__name__)
@@ -364,14 +364,17 @@ def fashion_from_debian(out_dir: Path, cache: Path, names: Sequence[str] = RAW_F
 
 
 def from_idx_dir(src: Path, out_dir: Path) -> dict[str, str]:
-    """The four files from a folder, gzipped or not; headers checked, no checksum known."""
-    hashes = {}
+    """The four files from a folder, gzipped or not; headers checked, no checksum known.
+    All four or nothing: every file is looked for first, and they are installed into a
+    temporary folder that replaces ``out_dir`` only when all four are in."""
+    found = {}
     for name in RAW_FILES:
-        found = [p for p in (src / name, src / f"{name}.gz") if p.is_file()]
-        if not found:
+        paths = [p for p in (src / name, src / f"{name}.gz") if p.is_file()]
+        if not paths:
             raise FetchError(f"{src}: holds neither {name} nor {name}.gz")
-        hashes[name] = install(found[0], out_dir / name, None)
-    return hashes
+        found[name] = paths[0]
+    with atomic_dir(out_dir) as tmp:
+        return {name: install(path, tmp / name, None) for name, path in found.items()}
 
 
 # --------------------------------------------------------------------------- entry point

@@ -11,7 +11,6 @@ a failure leaves the previous output (or nothing), never half of one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from pipeline.core import config, runner
 from pipeline.core import params as params_mod
 from pipeline.core.io import atomic_dir
 from pipeline.core.params import DatasetParams, Params
+from pipeline.data import gate
 from pipeline.data.idx import IdxError, read_idx
 from pipeline.data.prepared import Split, save_split
 
@@ -82,13 +82,13 @@ def split_dataset(
     }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def run(params: Params, name: str, raw_dir: Path, out_dir: Path) -> dict:
-    """Prepare dataset ``name``; return its meta.json content."""
+def run(
+    params: Params, name: str, raw_dir: Path, out_dir: Path, summary: Path | None = None
+) -> dict:
+    """Prepare dataset ``name``; return its meta.json content. Refuses unless validation's
+    ``summary`` (reports/validation/summary.json) says these raw files passed."""
     ds = params.datasets[name]
+    hashes = gate.require_passed(raw_dir, summary or config.validation_dir() / config.SUMMARY_JSON)
     splits = split_dataset(load_raw(raw_dir), ds, params.seed)
     k = len(ds.classes)
     meta = {
@@ -109,7 +109,7 @@ def run(params: Params, name: str, raw_dir: Path, out_dir: Path) -> dict:
         "sizes": {s: len(sp) for s, sp in splits.items()},
         "seed": params.seed,
         "params": params_mod.to_dict(ds),
-        "source_sha256": {f: _sha256(raw_dir / f) for f in config.RAW_FILES},
+        "source_sha256": hashes,
     }
     with atomic_dir(out_dir) as tmp:
         for s, sp in splits.items():

@@ -28,6 +28,7 @@ from great_expectations.data_context.types.base import (
 from pipeline.core import config, runner
 from pipeline.core.io import atomic_dir
 from pipeline.core.params import Params, ValidateParams
+from pipeline.data import gate
 from pipeline.data import table as tables
 
 SITE = "validation"
@@ -133,8 +134,16 @@ def _failure(table: str, r: Any) -> dict:
     }
 
 
-def check(splits: tables.Splits, v: ValidateParams, out_dir: Path, source: str = "") -> dict:
-    """Validate the arrays; write data docs and summary.json (deterministic) into out_dir."""
+def check(
+    splits: tables.Splits,
+    v: ValidateParams,
+    out_dir: Path,
+    source: str = "",
+    raw_sha256: dict[str, str] | None = None,
+) -> dict:
+    """Validate the arrays; write data docs and summary.json (deterministic) into out_dir.
+    ``raw_sha256`` (the checked files' hashes) goes into summary.json: prepare reads it
+    (pipeline/data/gate.py) and refuses any other files."""
     table = tables.image_table(splits)
     frames = {s: table[table["split"] == s].astype({"split": str}) for s in ("train", "test")}
     for frame in frames.values():  # GX reports the (unnamed) index of offending rows: cheap
@@ -161,6 +170,7 @@ def check(splits: tables.Splits, v: ValidateParams, out_dir: Path, source: str =
         summary = {
             "source": source,
             "success": not failures,
+            "raw_sha256": raw_sha256 or {},
             "expectations": {"run": n_run, "failed": len(failures)},
             "failures": failures,
             "splits": tables.split_figures(table, frames["class_share"]),
@@ -176,7 +186,9 @@ def check(splits: tables.Splits, v: ValidateParams, out_dir: Path, source: str =
 
 def run(params: Params, raw_dir: Path, out_dir: Path) -> dict:
     """Validate data/raw/<source>/ against params.validate; raise ValidationFailed on failure."""
-    return check(tables.load_splits(raw_dir), params.validate, out_dir, params.data.source)
+    hashes = gate.raw_hashes(raw_dir)  # before reading: the files checked are these bytes
+    splits = tables.load_splits(raw_dir)
+    return check(splits, params.validate, out_dir, params.data.source, hashes)
 
 
 def main(argv: list[str] | None = None) -> int:

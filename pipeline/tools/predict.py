@@ -5,8 +5,12 @@
     python -m pipeline.predict --model models:/<registered name>@<alias> digit.png
 
 ``--model`` is a preset of params.yaml (loaded from models/<preset>/ by its family), or an
-MLflow model URI (``runs:/``, ``models:/``, or a local MLflow model folder) loaded with
-``mlflow.pyfunc`` from the project's tracking store. Folders are walked for image files.
+MLflow model URI (``runs:/``, ``models:/``, or a local MLflow model folder) from the
+project's tracking store. No model file is unpickled: the project's models load from their
+``.keras`` (Keras safe mode) or ``.npz`` (``allow_pickle=False``) file inside the MLflow
+model; any other MLflow model is refused unless ``--trust-pickle`` is given (then it loads
+through ``mlflow.pyfunc``, which unpickles, i.e. runs, whatever its author saved).
+Folders are walked for image files.
 Every picture goes through ``pipeline.tools.preprocess.to_mnist``; model outputs are mapped back
 to digits with the dataset's class map (``meta.json``, or the MLflow run's params).
 
@@ -141,20 +145,54 @@ def _to_array(out) -> np.ndarray:
     return a.reshape(len(a), -1)
 
 
-def load_uri(uri: str) -> LoadedModel:
-    """An MLflow model (``runs:/``, ``models:/``, a model folder) from the project store."""
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _safe_proba(uri: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A model of the project's families from its pickle-free file in the MLflow model
+    (.keras under safe mode, .npz with allow_pickle=False); nothing of the model folder
+    is executed or unpickled. Raises ``tracking.PickleRefused`` for any other model."""
+    from pipeline.core import tracking
+    from pipeline.models import registry
+
+    folder = tracking.local_model_folder(uri)
+    found = tracking.safe_model_file(folder, uri)
+    family = registry.get("keras" if found.format == "keras" else "scratch")
+    model = family.load_file(found.path)
+    return lambda x: family.predict_proba(model, x)
+
+
+def _pyfunc_proba(uri: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Any MLflow model through mlflow.pyfunc (may unpickle code): ``--trust-pickle`` only."""
     from pipeline.core import tracking
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            model = tracking.load_pyfunc(uri)
-    except Exception as exc:  # MlflowException, OSError, ...: all mean "cannot load"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{uri}: cannot load the MLflow model: {first}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        model = tracking.load_pyfunc(uri, trust_pickle=True)
     for w in caught:  # MLflow's advice to the model's author (type hints) is not for users
         if "type hint" not in str(w.message):
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    loaded = LoadedModel(spec=uri, proba=lambda x: _to_array(model.predict(x)))
+    return lambda x: _to_array(model.predict(x))
+
+
+def load_uri(uri: str, trust_pickle: bool = False) -> LoadedModel:
+    """An MLflow model (``runs:/``, ``models:/``, a model folder) from the project store.
+    Models of the project's families load from their pickle-free file; anything else needs
+    ``trust_pickle`` (loading it may run code its author chose)."""
+    from pipeline.core import tracking
+
+    try:
+        try:
+            proba = _safe_proba(uri)
+        except tracking.PickleRefused:
+            if not trust_pickle:
+                raise
+            proba = _pyfunc_proba(uri)
+    except tracking.PickleRefused as exc:
+        raise ModelError(str(exc)) from None
+    except Exception as exc:  # MlflowException, BadModelFile, OSError: all "cannot load"
+        raise ModelError(f"{uri}: cannot load the MLflow model: {_first_line(exc)}") from None
+    loaded = LoadedModel(spec=uri, proba=proba)
     try:
         run_id = tracking.model_source_run(uri)
         if run_id:
@@ -164,10 +202,10 @@ def load_uri(uri: str) -> LoadedModel:
     return loaded
 
 
-def load_model(spec: str) -> LoadedModel:
+def load_model(spec: str, trust_pickle: bool = False) -> LoadedModel:
     """A preset name of params.yaml, an MLflow model URI, or a local MLflow model folder."""
     if spec.startswith(URI_SCHEMES) or (Path(spec) / "MLmodel").is_file():
-        return load_uri(spec)
+        return load_uri(spec, trust_pickle)
     from pipeline.core import params as params_mod
 
     try:
@@ -310,12 +348,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     ap.add_argument("--json", action="store_true", help="print a JSON list")
+    ap.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="also load MLflow models that only load by unpickling (this runs code the "
+        "model's author chose); the project's own models never need it",
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line a file
 
     with stdout_to_stderr():
         try:
-            loaded = load_model(args.model)
+            loaded = load_model(args.model, args.trust_pickle)
         except ModelError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -39,6 +39,8 @@ INK_THRESHOLD = 0.35  # share of the ink range that counts as ink for the boundi
 SPECK_SHARE = 0.02  # ink components smaller than this share of the largest are noise
 MIN_CONTRAST = 0.08  # a picture whose range is smaller than this holds no digit
 PEN_WIDTH = 1.8  # thinnest stroke, in output pixels, before thickening kicks in
+MIN_DIGIT_SIDE = 5  # ink whose box is smaller on both sides is a speck, not a digit
+MIN_DIGIT_SHARE = 0.03  # ... as is ink whose box is under this share of the picture's side
 
 
 class ImageError(ValueError):
@@ -303,6 +305,11 @@ def to_mnist(image: Image.Image | np.ndarray) -> np.ndarray:
     """
     v = drop_specks(ink_map(grey_levels(image)))
     top, bottom, left, right = ink_box(v)
+    h, w = bottom - top, right - left
+    if max(h, w) < max(MIN_DIGIT_SIDE, MIN_DIGIT_SHARE * min(v.shape)):
+        raise ImageError(
+            f"no digit found (only a {h}x{w} speck of ink in a {v.shape[0]}x{v.shape[1]} picture)"
+        )
     crop = v[top:bottom, left:right]
     crop = thicken(crop)
     digit = fit_box(crop)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.core.augment import augment
+from pipeline.core.io import BadModelFile
 from pipeline.core.params import AugmentParams, ModelParams, TrainParams
 from pipeline.data.prepared import Split
 from pipeline.models import custom_layers
@@ -208,9 +210,26 @@ def train(
     return recorder.rows
 
 
+def load_file(path: Path) -> keras.Model:
+    """A ``.keras`` file under Keras' safe mode: no Lambda layer or other deserialized code
+    runs. The project's custom layers resolve by their import path (this module imports
+    ``pipeline.models.custom_layers``, which registers them), never from a pickle. A
+    missing, truncated or refused file raises ``BadModelFile`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadModelFile(f"{path}: model file not found")
+    if not zipfile.is_zipfile(path):  # Keras calls a truncated archive "File not found"
+        raise BadModelFile(f"{path}: corrupt or truncated .keras file (not a zip archive)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises ValueError, TypeError, OSError, zip errors...
+        what = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadModelFile(f"{path}: cannot load the Keras model: {what[:300]}") from None
+
+
 def load(out_dir: Path) -> keras.Model:
-    """The final model saved by ``train`` (custom layers are registered by this module)."""
-    return keras.saving.load_model(Path(out_dir) / MODEL_FILE)
+    """The final model saved by ``train``."""
+    return load_file(Path(out_dir) / MODEL_FILE)
 
 
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:

@@ -189,8 +189,13 @@ def train(
     return history
 
 
+def load_file(path: Path) -> Network:
+    """A ``model.npz`` (arrays only, read with ``allow_pickle=False``)."""
+    return Network.load(Path(path))
+
+
 def load(out_dir: Path) -> Network:
-    return Network.load(Path(out_dir) / MODEL_FILE)
+    return load_file(Path(out_dir) / MODEL_FILE)
 
 
 def predict_proba(model: Network, x: np.ndarray, batch_size: int = 512) -> np.ndarray:

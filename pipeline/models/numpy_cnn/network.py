@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import copy
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.io import atomic_save
+from pipeline.core.io import BadModelFile, atomic_save
 from pipeline.core.params import (
     LAYER_TYPES,
     ConvSpec,
@@ -265,9 +266,23 @@ class Network:
 
     @classmethod
     def load(cls, path: Path) -> Network:
-        with np.load(Path(path), allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        arch = tuple(LAYER_TYPES[d["type"]](**d) for d in json.loads(str(arrays[ARCH_KEY])))
-        net = cls(arch, tuple(arrays[INPUT_SHAPE_KEY].tolist()))
-        net.set_weights(arrays)
+        """The network saved by ``save``: arrays only (``allow_pickle=False``, so a planted
+        object array is refused rather than unpickled). Any defect of the file raises
+        ``BadModelFile`` naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise BadModelFile(f"{path}: model file not found")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+            specs = json.loads(str(arrays[ARCH_KEY]))
+            arch = tuple(LAYER_TYPES[d["type"]](**d) for d in specs)
+            net = cls(arch, tuple(arrays[INPUT_SHAPE_KEY].tolist()))
+            net.set_weights(arrays)
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise BadModelFile(
+                f"{path}: corrupt or not a model of the scratch family "
+                f"({type(exc).__name__}{': ' + what if what else ''})"
+            ) from None
         return net
