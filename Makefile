@@ -19,7 +19,8 @@ export PYTHONHASHSEED := 0
 # Stage commands in dvc.yaml run `python`: the venv's, whatever shell make was called from.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: bench help setup repro test test-fast lint actionlint format ui clean verify-repro
+.PHONY: bench help setup repro test test-fast lint actionlint format ui clean verify-repro \
+	server server-stop
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -59,6 +60,13 @@ ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:5000
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
 		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--default-artifact-root "$(CURDIR)/mlartifacts"
+
+server: setup ## Start the team tracking server: MLflow on PostgreSQL at http://127.0.0.1:5001
+	$(BIN)/python -m pipeline.tools.server start
+
+server-stop: ## Stop the tracking server and its PostgreSQL (by their pid files)
+	@test -x $(BIN)/python || { echo "no .venv: nothing was started"; exit 0; }
+	$(BIN)/python -m pipeline.tools.server stop
 
 verify-repro: setup ## Run the tiny pipeline twice from clean copies; fail unless metrics are identical
 	$(BIN)/python -m pipeline.tools.verify_repro --profile tiny

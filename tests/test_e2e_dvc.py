@@ -110,13 +110,16 @@ def test_mlflow_has_one_run_per_model_with_the_contract(project):
         epochs = client.get_metric_history(r.info.run_id, "val_accuracy")
         assert [m.step for m in epochs] == list(range(1, len(epochs) + 1))
         arts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"evaluation", "compare", "history.csv"} <= arts
+        assert {"evaluation", "compare", "history.csv", "confusion_matrix.png"} <= arts
         evaluation = {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
         assert "evaluation/images" in evaluation and "evaluation/tables" in evaluation
         logged = client.search_logged_models(
             [exp_id], filter_string=f"source_run_id = '{r.info.run_id}'"
         )
-        assert len(logged) == 1
+        assert [m.name for m in logged] == [name]
+        champion = client.get_model_version_by_alias(name, "champion")  # the registry, in sqlite
+        assert champion.run_id == r.info.run_id
+        assert float(champion.tags["test_accuracy"]) == pytest.approx(metrics["accuracy"], abs=1e-6)
 
 
 def test_logged_models_predict_like_the_stage(project):

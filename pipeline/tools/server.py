@@ -177,7 +177,14 @@ class Server:
 
     def _as_pg(self, cmd: list[str]) -> list[str]:
         user = self._pg_user()
-        return ["runuser", "-u", user, "--", *cmd] if user else cmd
+        if not user:
+            return cmd
+        runuser = shutil.which("runuser") or next(
+            (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if Path(p).is_file()), None
+        )
+        if runuser is None:
+            raise ServerError(f"running as root and no `runuser` to run PostgreSQL as {user!r}")
+        return [runuser, "-u", user, "--", *cmd]
 
     def password(self) -> str:
         return self.pgpass.read_text().strip()
@@ -201,6 +208,12 @@ class Server:
         self.pgpass.chmod(0o600)
         pwfile = self.state / ".initdb-pw"  # readable by the cluster's user, removed below
         shutil.copyfile(self.pgpass, pwfile)
+        try:
+            self._initdb(bindir, user, pwfile)
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _initdb(self, bindir: Path, user: str | None, pwfile: Path) -> None:
         if user:
             entry = pwd.getpwnam(user)
             for path in (self.pgdata, pwfile):
@@ -214,7 +227,6 @@ class Server:
         cmd = [str(bindir / "initdb"), "-D", str(self.pgdata), "-U", PG_ROLE, "-E", "UTF8"]
         cmd += ["--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-instructions"]
         proc = subprocess.run(self._as_pg(cmd), capture_output=True, text=True, check=False)
-        pwfile.unlink(missing_ok=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip() or "initdb failed").splitlines()[-1]
             shutil.rmtree(self.pgdata, ignore_errors=True)  # no half-made cluster
@@ -395,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         else:
             return server.status()
-    except ServerError as exc:
+    except (ServerError, OSError) as exc:  # OSError: a program or folder that is missing
         print(f"server: error: {exc}", file=sys.stderr)
         return 1
     return 0
