@@ -35,7 +35,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core import config
@@ -126,6 +126,7 @@ class Server:
     port: int = PORT
     pg_port: int = PG_PORT
     workers: int = 2  # uvicorn processes: one a core of a small machine
+    process: subprocess.Popen | None = field(default=None, repr=False)  # started here
 
     # ------------------------------------------------------------------ paths
 
@@ -317,10 +318,12 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its workers share its pid as process group
             )
+        self.process = proc
         self.mlflow_pid_file.write_text(f"{proc.pid}\n")
         deadline = time.monotonic() + wait
         while not self.health():
             if proc.poll() is not None:
+                self.process = None
                 self.mlflow_pid_file.unlink(missing_ok=True)
                 raise ServerError(f"mlflow server exited: {_last_line(self.mlflow_log)}")
             if time.monotonic() > deadline:
@@ -344,6 +347,9 @@ class Server:
             time.sleep(0.2)
         if alive(pid):
             os.killpg(pid, signal.SIGKILL)
+        if self.process is not None and self.process.pid == pid:
+            self.process.wait(timeout=10)  # reap it: no zombie, no "still running" warning
+            self.process = None
         while port_busy(self.port) and time.monotonic() < deadline + 10:
             time.sleep(0.2)  # workers of the group release the port last
         return True
