@@ -19,7 +19,8 @@ export PYTHONHASHSEED := 0
 # Stage commands in dvc.yaml run bin/python, which finds .venv itself: no PATH set-up here,
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
-.PHONY: bench compare help setup repro test test-fast lint actionlint format ui clean verify-repro
+.PHONY: bench compare help setup repro test test-fast lint actionlint format ui clean verify-repro \
+	server server-stop
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -69,6 +70,13 @@ ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:$(PORT) (make 
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) \
 		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--default-artifact-root "$(CURDIR)/mlartifacts"
+
+server: setup ## Start the team tracking server: MLflow on PostgreSQL at http://127.0.0.1:5001
+	$(BIN)/python -m pipeline.tools.server start
+
+server-stop: ## Stop the tracking server and its PostgreSQL (by their pid files)
+	@test -x $(BIN)/python || { echo "no .venv: nothing was started"; exit 0; }
+	$(BIN)/python -m pipeline.tools.server stop
 
 verify-repro: setup ## Run the tiny pipeline twice from clean copies; fail unless metrics are identical
 	$(BIN)/python -m pipeline.tools.verify_repro --profile tiny

@@ -100,20 +100,24 @@ def test_mlflow_has_one_run_per_model_with_the_contract(project):
         name = r.data.tags["preset"]
         metrics = json.loads((root / "metrics" / f"{name}.json").read_text())
         assert r.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
-        assert r.data.tags["git_commit"] and r.data.tags["git_dirty"] in ("true", "false")
+        assert r.data.tags["mlflow.source.git.commit"] and "git_commit" not in r.data.tags
+        assert r.data.tags["git_dirty"] == "false"  # dvc.lock and outs do not count
         assert r.data.tags["dataset_dvc_md5"].endswith(".dir")
         assert r.data.params["model.train.epochs"] == str(params["models"][name]["train"]["epochs"])
         assert "dataset.classes.0" in r.data.params
         epochs = client.get_metric_history(r.info.run_id, "val_accuracy")
         assert [m.step for m in epochs] == list(range(1, len(epochs) + 1))
         arts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"evaluation", "compare", "history.csv"} <= arts
+        assert {"evaluation", "compare", "history.csv", "confusion_matrix.png"} <= arts
         evaluation = {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
         assert "evaluation/images" in evaluation and "evaluation/tables" in evaluation
         logged = client.search_logged_models(
             [exp_id], filter_string=f"source_run_id = '{r.info.run_id}'"
         )
-        assert len(logged) == 1
+        assert [m.name for m in logged] == [name]
+        champion = client.get_model_version_by_alias(name, "champion")  # the registry, in sqlite
+        assert champion.run_id == r.info.run_id
+        assert float(champion.tags["test_accuracy"]) == pytest.approx(metrics["accuracy"], abs=1e-6)
 
 
 def test_logged_models_predict_like_the_stage(project):
@@ -126,7 +130,7 @@ def test_logged_models_predict_like_the_stage(project):
     x, y = test["x"][:200], test["y"][:200]
     for name in ("scratch_cnn", "keras_small_cnn"):
         run_id = (root / "models" / name / "mlflow_run_id").read_text().strip()
-        model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+        model = mlflow.pyfunc.load_model(f"runs:/{run_id}/{name}")  # named after the preset
         proba = np.asarray(model.predict(x))
         assert proba.shape == (200, 10)
         predictions = (root / "plots" / name / "predictions.csv").read_text().splitlines()[1:201]

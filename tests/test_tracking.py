@@ -70,7 +70,7 @@ def test_run_tags_carry_git_and_dvc_info(tmp_path, monkeypatch):
         text=True,
         check=True,
     ).stdout.strip()
-    assert tags["git_commit"] == head
+    assert tags["mlflow.source.git.commit"] == head and "git_commit" not in tags
     assert tags["git_dirty"] == "false"
     (tmp_path / "f").write_text("changed")
     assert tracking.run_tags("m", "keras", "d", root=tmp_path)["git_dirty"] == "true"

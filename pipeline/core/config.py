@@ -124,3 +124,9 @@ def mlflow_db(root: Path = ROOT) -> Path:
 
 def mlflow_artifacts(root: Path = ROOT) -> Path:
     return root / "mlartifacts"
+
+
+def server_dir(root: Path = ROOT) -> Path:
+    """.mlflow-server/ (git-ignored): the team tracking server's PostgreSQL cluster
+    (``pgdata/``), proxied artifacts (``artifacts/``), logs and pid files."""
+    return root / ".mlflow-server"

@@ -7,8 +7,15 @@ of the package that imports mlflow.
   in the same store as ``dvc repro``.
 - One run per model per execution of train@<model>; its id is kept in models/<model>/ and
   evaluate@ and plot reopen that run.
-- Tags: git commit and dirty flag, DVC hash of the prepared dataset, family, preset, DVC
-  experiment name, and ``repro_id``, shared by every run of one ``dvc repro`` invocation.
+- On a tracking server (``MLFLOW_TRACKING_URI=http://...``, ``make server``) the server
+  stores the artifacts (proxied); an unreachable server is one TrackingError line naming it.
+- Tags: git commit (``mlflow.source.git.commit``) and dirty flag (DVC's own outputs do not
+  count), DVC hash of the prepared dataset, family, preset, DVC experiment name, and
+  ``repro_id``, shared by every run of one ``dvc repro`` invocation. The prepared splits are
+  the run's MLflow datasets (digest: their DVC md5).
+- Model Registry: train@<model> registers its model (named after the preset) as a new
+  version of registered model ``<model>``; evaluate@ tags it with ``test_accuracy``; plot
+  moves alias ``champion`` to it only when it beats the champion.
 - Models are logged in their flavor with a signature and an input example: keras and custom
   families through ``mlflow.tensorflow.log_model`` (``mlflow.keras.log_model`` with an input
   example fails on MLflow 3.17 with Keras 3.15), with the ``pipeline`` package shipped beside
@@ -93,10 +100,14 @@ def store_lock(uri: str) -> FileLock | nullcontext:
 
 def setup(experiment: str, root: Path = config.ROOT) -> str:
     """Point MLflow at the project store and make sure ``experiment`` exists; its id.
-    Safe for any number of processes at once on a fresh store (``store_lock``)."""
+    Safe for any number of processes at once on a fresh store (``store_lock``). On a
+    tracking server (http/https) the server chooses where artifacts go (proxied:
+    ``mlflow-artifacts:/``); elsewhere they go to the checkout's ``mlartifacts/``."""
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    if is_server(uri):
+        check_server(uri)
+    elif not os.environ.get("MLFLOW_TRACKING_URI"):
         config.mlflow_artifacts(store_root(root)).mkdir(parents=True, exist_ok=True)
     with store_lock(uri):
         return _setup_experiment(experiment, root)
@@ -104,21 +115,23 @@ def setup(experiment: str, root: Path = config.ROOT) -> str:
 
 def _setup_experiment(experiment: str, root: Path) -> str:
     """The id of ``experiment``, created if needed (the first call creates the schema)."""
+    location = None if is_server(mlflow.get_tracking_uri()) else artifact_location(root)
 
     def get_or_create() -> str:
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is not None:
             return exp.experiment_id
         try:
-            return mlflow.create_experiment(experiment, artifact_location=artifact_location(root))
+            return mlflow.create_experiment(experiment, artifact_location=location)
         except Exception:
             exp = mlflow.get_experiment_by_name(experiment)  # created meanwhile by another run
             if exp is None:
                 raise
             return exp.experiment_id
 
-    exp_id = with_retry(get_or_create)
-    mlflow.set_experiment(experiment_id=exp_id)
+    with reachable():
+        exp_id = with_retry(get_or_create)
+        mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
 
@@ -176,12 +189,12 @@ def dataset_hash(dataset: str, root: Path = config.ROOT) -> str | None:
 
 def run_tags(model: str, family: str, dataset: str, root: Path = config.ROOT) -> dict[str, str]:
     commit = _git(root, "rev-parse", "HEAD")
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    status = git_status(root)
     tags = {
         "preset": model,
         "family": family,
         "dataset": dataset,
-        "git_commit": commit or "unknown",
+        "mlflow.source.git.commit": commit or "unknown",
         "git_dirty": "unknown" if status is None else str(bool(status)).lower(),
         "dvc_stage": os.environ.get("DVC_STAGE", ""),
         "mlflow.runName": f"{model}",
@@ -214,10 +227,11 @@ def load_run_id(model_dir: Path) -> str:
 def training_run(model: str, family: str, dataset: str, root: Path = config.ROOT) -> Iterator[str]:
     """A new run of the contract for one execution of train@<model>; yields its id.
     Runs of ``model`` left RUNNING by a killed process are marked KILLED first."""
-    kill_orphan_runs(model)
-    tags = run_tags(model, family, dataset, root) | process_tags()
-    run = mlflow.start_run(run_name=model, tags=tags)
-    with _ended(run.info.run_id):
+    with reachable():
+        kill_orphan_runs(model)
+        tags = run_tags(model, family, dataset, root) | process_tags()
+        run = mlflow.start_run(run_name=model, tags=tags)
+    with reachable(), _ended(run.info.run_id):
         yield run.info.run_id
 
 
@@ -225,18 +239,19 @@ def training_run(model: str, family: str, dataset: str, root: Path = config.ROOT
 def reopen(run_id: str) -> Iterator[str]:
     """Add to an existing run (evaluate@ and plot add to the training's run); the run's
     process tags name this process while it is open."""
-    try:
-        preset = mlflow.MlflowClient().get_run(run_id).data.tags.get("preset")
-    except mlflow.exceptions.MlflowException:
-        raise RuntimeError(
-            f"MLflow run {run_id} is not in the store {mlflow.get_tracking_uri()}; "
-            "rerun the training (dvc repro -f train@<model>) to log a new one"
-        ) from None
-    if preset:
-        kill_orphan_runs(preset)
-    mlflow.start_run(run_id=run_id)
-    with_retry(lambda: mlflow.set_tags(process_tags()))
-    with _ended(run_id):
+    with reachable():
+        try:
+            preset = mlflow.MlflowClient().get_run(run_id).data.tags.get("preset")
+        except mlflow.exceptions.MlflowException:
+            raise RuntimeError(
+                f"MLflow run {run_id} is not in the store {mlflow.get_tracking_uri()}; "
+                "rerun the training (dvc repro -f train@<model>) to log a new one"
+            ) from None
+        if preset:
+            kill_orphan_runs(preset)
+        mlflow.start_run(run_id=run_id)
+        with_retry(lambda: mlflow.set_tags(process_tags()))
+    with reachable(), _ended(run_id):
         yield run_id
 
 
@@ -392,7 +407,7 @@ def log_keras_model(model, example: np.ndarray) -> None:
     with _no_global_custom_objects():
         mlflow.tensorflow.log_model(
             model,
-            name=MODEL_ARTIFACT,
+            name=model_name(),
             signature=infer_signature(example, proba),
             input_example=example,
             code_paths=[str(PACKAGE_DIR)],
@@ -407,7 +422,7 @@ def log_pyfunc_model(
     """Log a pyfunc model defined in ``code_file`` (models-from-code: no pickle of the class)
     with its ``artifacts`` to the active run."""
     mlflow.pyfunc.log_model(
-        name=MODEL_ARTIFACT,
+        name=model_name(),
         python_model=str(code_file),
         artifacts={k: str(v) for k, v in artifacts.items()},
         signature=infer_signature(example, proba),
@@ -613,3 +628,234 @@ def download_run_artifact(run_id: str, artifact: str, dest: Path) -> Path | None
 def log_artifact_to_run(run_id: str, path: Path, artifact_path: str | None = None) -> None:
     """Add a file to a finished run without reopening it (its status stays as it was)."""
     mlflow.MlflowClient().log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+# --------------------------------------------------------------------------- tracking server
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached; the message names its URI."""
+
+
+def is_server(uri: str) -> bool:
+    """A tracking server (``mlflow server``) rather than a database or folder store."""
+    return uri.startswith(("http://", "https://"))
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """Why ``exc`` means the server could not be reached (None: some other failure)."""
+    import requests
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
+            return "connection refused" if "refused" in text.lower() else "connection failed"
+        if "API request to" in text and ("Max retries exceeded" in text or "Connection" in text):
+            return "connection refused" if "refused" in text.lower() else "no answer"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextmanager
+def reachable() -> Iterator[None]:
+    """Turn "the tracking server does not answer" into one TrackingError line naming it."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as exc:
+        why = _unreachable(exc)
+        if why is None:
+            raise
+        uri = mlflow.get_tracking_uri()
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({why})") from None
+
+
+def check_server(uri: str, timeout: float = 10.0) -> None:
+    """Fail at once, not after MLflow's retries, when no server answers at ``uri``; cap those
+    retries (a few seconds, not minutes) unless MLFLOW_HTTP_REQUEST_MAX_RETRIES says."""
+    import urllib.error
+    import urllib.request
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answers (a proxy or an authenticating front may refuse /health)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it with "
+            "`make server`, or unset MLFLOW_TRACKING_URI for the embedded store"
+        ) from None
+
+
+# --------------------------------------------------------------------------- run contract
+
+
+def git_status(root: Path = config.ROOT) -> str | None:
+    """``git status --porcelain`` of tracked files, without DVC's own outputs: dvc.lock, the
+    outs it lists and the .gitignore files DVC writes beside them change during every
+    `dvc repro` and do not make the tree dirty. None outside git."""
+    excluded = {"dvc.lock"}
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        try:
+            stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        except yaml.YAMLError:
+            stages = {}
+        for stage in stages.values():
+            for out in stage.get("outs", []) or []:
+                path = Path(str(out.get("path", "")))
+                if str(path) not in ("", "."):
+                    excluded |= {str(path), str(path.parent / ".gitignore")}
+    specs = [f":(exclude,top){p}" for p in sorted(excluded)]
+    return _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *specs)
+
+
+def model_name() -> str:
+    """The name of the model logged to the active run: its preset (``runs:/<id>/<preset>``)."""
+    run = mlflow.active_run()
+    return (run.data.tags.get("preset") if run else None) or MODEL_ARTIFACT
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes: the hash DVC records for it (DVC 3 does no newline magic)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def log_prepared_inputs(dataset: str, data_dir: Path, root: Path = config.ROOT) -> None:
+    """The prepared splits as the run's MLflow datasets (the "Datasets" column of the UI):
+    name ``<dataset>/<split>``, source the split's path in the checkout, digest its DVC md5,
+    context the split; the folder's DVC hash rides along as a tag."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    folder_md5 = dataset_hash(dataset, root) or ""
+    for split in config.SPLITS:
+        path = config.split_file(data_dir, split)
+        try:
+            rel = path.resolve().relative_to(root.resolve())
+        except ValueError:
+            rel = path
+        ds = MetaDataset(
+            source=resolve_dataset_source(str(rel)),
+            name=f"{dataset}/{split}",
+            digest=file_md5(path),
+        )
+        tags = {"dvc_md5": folder_md5} if folder_md5 else None
+        with_retry(lambda ds=ds, split=split, tags=tags: mlflow.log_input(ds, split, tags))
+
+
+def log_images(folder: Path, names: tuple[str, ...] = ("confusion_matrix", "curves")) -> None:
+    """Figures at the run's top level (``<name>.png``) and as MLflow images (key ``<name>``),
+    which the UI's run comparison shows side by side; nested artifacts it cannot reach."""
+    from PIL import Image
+
+    for name in names:
+        path = folder / f"{name}.png"
+        if not path.is_file():
+            continue
+        mlflow.log_artifact(str(path))
+        with Image.open(path) as img:
+            mlflow.log_image(img.convert("RGB"), key=name, step=0)
+
+
+# --------------------------------------------------------------------------- model registry
+
+CHAMPION = "champion"  # the alias of each registered model's best version by test accuracy
+log = logging.getLogger(__name__)
+
+
+def register_model(preset: str, dataset: str, root: Path = config.ROOT) -> str:
+    """Register the model just logged to the active run as a new version of the registered
+    model ``<preset>``, tagged with the preset, git commit and DVC hash of its data."""
+    logged = mlflow.last_logged_model()
+    if logged is None:
+        raise TrackingError(f"{preset}: no model was logged to register")
+    tags = {
+        "preset": preset,
+        "git_commit": _git(root, "rev-parse", "HEAD") or "unknown",
+        "dataset_dvc_md5": dataset_hash(dataset, root) or "unknown",
+    }
+    with reachable():
+        version = with_retry(
+            lambda: mlflow.register_model(f"models:/{logged.model_id}", preset, tags=tags)
+        )
+    return str(version.version)
+
+
+def run_version(client, preset: str, run_id: str):
+    """The version of registered model ``preset`` made by ``run_id`` (None: none)."""
+    try:
+        found = client.search_model_versions(f"name = '{preset}' and run_id = '{run_id}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def tag_test_accuracy(preset: str, run_id: str, accuracy: float) -> str | None:
+    """Tag the version that ``run_id`` registered with its ``test_accuracy``; its number."""
+    client = mlflow.MlflowClient()
+    with reachable():
+        version = run_version(client, preset, run_id)
+        if version is None:
+            return None
+        client.set_model_version_tag(preset, version.version, "test_accuracy", f"{accuracy:.6f}")
+    return str(version.version)
+
+
+def _accuracy(version) -> float | None:
+    try:
+        return float(version.tags["test_accuracy"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def promote(client, preset: str, run_id: str) -> str:
+    """Move alias ``champion`` of ``preset`` to the version ``run_id`` registered, only when
+    its test accuracy beats the champion's (ties keep the champion); one line saying why."""
+    candidate = run_version(client, preset, run_id)
+    if candidate is None:
+        return f"{preset}: run {run_id} registered no version; champion unchanged"
+    acc = _accuracy(candidate)
+    if acc is None:
+        return f"{preset}: v{candidate.version} has no test_accuracy yet; champion unchanged"
+    try:
+        champ = client.get_model_version_by_alias(preset, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        champ = None
+    if champ is not None and champ.version == candidate.version:
+        return f"{preset}: champion stays v{champ.version} (test_accuracy {acc:.4f})"
+    champ_acc = _accuracy(champ) if champ is not None else None
+    if champ is not None and champ_acc is not None and acc <= champ_acc:
+        return (
+            f"{preset}: champion stays v{champ.version} (test_accuracy {champ_acc:.4f}); "
+            f"v{candidate.version} has {acc:.4f}"
+        )
+    client.set_registered_model_alias(preset, CHAMPION, candidate.version)
+    if champ is None:
+        return f"{preset}: champion -> v{candidate.version} (test_accuracy {acc:.4f}, the first)"
+    before = "no test_accuracy" if champ_acc is None else f"{champ_acc:.4f}"
+    return (
+        f"{preset}: champion v{champ.version} -> v{candidate.version} "
+        f"(test_accuracy {acc:.4f} beats {before})"
+    )
+
+
+def promote_champions(runs: dict[str, str]) -> list[str]:
+    """:func:`promote` each ``preset -> run id``; logs and returns one line a decision."""
+    client = mlflow.MlflowClient()
+    lines = []
+    with reachable():
+        for preset, run_id in runs.items():
+            lines.append(promote(client, preset, run_id))
+            log.info(lines[-1])
+    return lines

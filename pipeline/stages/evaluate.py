@@ -72,13 +72,15 @@ def run(
     atomic_write(metrics_path, json.dumps(result, indent=2, sort_keys=True) + "\n")
 
     tracking.setup(params.mlflow.experiment)
-    with tracking.reopen(tracking.load_run_id(model_dir)):
+    with tracking.reopen(tracking.load_run_id(model_dir)) as run_id:
         flat = {f"test_{k}": v for k, v in result.items() if not isinstance(v, dict)}
         for cls, figs in result["per_class"].items():
             flat |= {f"test_{m}_class_{cls}": v for m, v in figs.items() if m != "support"}
         tracking.log_metrics(flat)
         tracking.log_artifacts(plots, artifact_path="evaluation")
         tracking.log_artifact(metrics_path, artifact_path="evaluation")
+        tracking.log_images(plots / config.IMAGES_DIR)
+        tracking.tag_test_accuracy(name, run_id, result["accuracy"])
     return result
 
 

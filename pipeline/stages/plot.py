@@ -44,6 +44,8 @@ def run(params: Params, root: Path, out_dir: Path) -> dict[str, float]:
             tracking.log_artifact(out_dir / config.ACCURACY_PNG, artifact_path="compare")
             if name in histories:
                 tracking.log_artifact(out_dir / config.CURVES_PNG, artifact_path="compare")
+    runs = {name: tracking.load_run_id(config.model_dir(name, root)) for name in params.models}
+    tracking.promote_champions(runs)  # alias `champion`: each model's best version
     return accuracy
 
 

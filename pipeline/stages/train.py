@@ -36,6 +36,7 @@ def run(params: Params, name: str, data_dir: Path, out_dir: Path) -> tuple[str, 
         logged |= {f"dataset.{k}": v for k, v in params_mod.flatten(ds).items()}
         logged |= {"dataset.n_train": len(train), "dataset.n_val": len(val)}
         tracking.log_params(logged)
+        tracking.log_prepared_inputs(mp.dataset, data_dir)
 
         def on_epoch(row: dict) -> None:
             tracking.log_metrics(row, step=int(row["epoch"]))
@@ -46,6 +47,7 @@ def run(params: Params, name: str, data_dir: Path, out_dir: Path) -> tuple[str, 
         tracking.save_run_id(tmp, run_id)
         tracking.log_artifact(tmp / config.HISTORY_CSV)
         family.log_model(family.load(tmp), tmp, train.x[:2])
+        tracking.register_model(name, mp.dataset)
     return run_id, frame
 
 

@@ -1,7 +1,7 @@
 """Predict digits in ordinary picture files with any trained model.
 
     python -m pipeline.predict --model keras_cnn photo.jpg scans/ [--json]
-    python -m pipeline.predict --model runs:/<run id>/model digit.png
+    python -m pipeline.predict --model runs:/<run id>/<preset> digit.png
     python -m pipeline.predict --model models:/<registered name>@<alias> digit.png
 
 ``--model`` is a preset of params.yaml (loaded from models/<preset>/ by its family), or an
@@ -215,7 +215,7 @@ def load_model(spec: str, trust_pickle: bool = False) -> LoadedModel:
     if spec not in known:
         raise ModelError(
             f"{spec!r} is neither a preset of params.yaml ({', '.join(known)}) "
-            "nor an MLflow model URI (runs:/<run id>/model, models:/<name>@<alias>)"
+            "nor an MLflow model URI (runs:/<run id>/<preset>, models:/<name>@<alias>)"
         )
     return load_preset(spec)
 
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--model",
         required=True,
-        help="preset of params.yaml, runs:/<run id>/model, or models:/<name>@<alias>",
+        help="preset of params.yaml, runs:/<run id>/<preset>, or models:/<name>@<alias>",
     )
     ap.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     ap.add_argument("--json", action="store_true", help="print a JSON list")

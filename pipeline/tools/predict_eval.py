@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.tools import predict
 
     ap = argparse.ArgumentParser(prog="python -m pipeline.tools.predict_eval", description=__doc__)
-    ap.add_argument("--model", required=True, help="preset, runs:/<id>/model or models:/...")
+    ap.add_argument("--model", required=True, help="preset, runs:/<id>/<preset> or models:/...")
     ap.add_argument("--n", type=int, default=1000, help="test digits to render")
     ap.add_argument("--data", type=Path, help="test split (.npz with x, y); default: the "
                     "model's prepared dataset")  # fmt: skip
