@@ -96,7 +96,9 @@ def tiny_built(tmp_path_factory) -> Path:
     """The shared tiny project, after its `dvc repro`: read it, never change it."""
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent  # common to every xdist worker
+    base = tmp_path_factory.getbasetemp()
+    # this session's own folder, common to its xdist workers (each has base/../popen-gwN)
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     dest = shared / "tiny-built"
     with FileLock(str(shared / "tiny-built.lock")):
         if not (dest / ".repro.log").is_file():
