@@ -72,5 +72,5 @@ def test_the_source_label_names_the_dvc_output(tmp_path):
         "    - path: models/m\n      md5: abc.dir\n"
     )
     label = tracking.source_label(tmp_path / "models" / "m" / "mlflow_run_id", root=tmp_path)
-    assert label == "models/m/mlflow_run_id (dvc models/m md5 abc.dir)"
+    assert label == "models/m/mlflow_run_id, DVC output models/m md5 abc.dir"
     assert tracking.source_label(tmp_path.parent / "x", root=tmp_path) == str(tmp_path.parent / "x")

@@ -23,9 +23,23 @@ def test_workflow_triggers_on_params_code_and_pins():
         paths = triggers[event]["paths"]
         for watched in ("params.yaml", "dvc.yaml", "dvc.lock", "pipeline/**", "requirements.lock"):
             assert watched in paths, (event, watched)
-    steps = " ".join(str(s.get("run", "")) for s in doc["jobs"]["pipeline"]["steps"])
-    for command in ("make setup", "make test", "dvc repro", "dvc params diff", "dvc metrics diff"):
-        assert command in steps
+    steps = doc["jobs"]["pipeline"]["steps"]
+    runs = " ".join(str(s.get("run", "")) for s in steps)
+    for command in (
+        "make setup",
+        "make test",
+        "dvc pull --run-cache",
+        "dvc repro",
+        "dvc push --run-cache",
+        "pipeline.tools.pr_report",
+    ):
+        assert command in runs
+    report = [s for s in steps if "pipeline.tools.pr_report" in str(s.get("run", ""))]
+    assert report[0]["if"] == "always()"  # the report also runs after a failed repro
+    # The tables come from dvc itself, in the report tool the step runs.
+    tool = (REPO / "pipeline" / "tools" / "pr_report.py").read_text()
+    for command in ('"params", "diff"', '"metrics", "diff"', '"plots", "diff"'):
+        assert command in tool
 
 
 @pytest.mark.slow
@@ -131,7 +145,7 @@ def test_workflow_steps_run_without_a_remote(tiny_built, tmp_path):
     logs = run_workflow(root, ci_context(), tmp_path)
     summary = logs["summary"]
     assert "No DVC remote: secret DVC_REMOTE_URL is not set" in summary
-    assert "Stages run: none" in summary
+    assert "Stages run: none. Restored from the run cache: none." in summary
     assert "### Params" in summary and "### Metrics" in summary
     assert "failed" not in summary, summary
     assert "[download the `pr-report` artifact](https://example.invalid/artifacts/1)" in summary
@@ -139,26 +153,18 @@ def test_workflow_steps_run_without_a_remote(tiny_built, tmp_path):
     assert fences_closed(summary)
     assert (root / "pr-report" / "index.html").is_file()
 
-    # The report step after a failed repro: no plots, a dvc.lock DVC cannot read.
+    # The report step after a failed repro, against a base it cannot read: one line a part.
     shutil.rmtree(root / "plots")
     (root / "dvc.lock").write_text("stages: [\n")
     summary_file = tmp_path / "after_failure.md"
-    proc = sh(
-        [
-            "bin/python",
-            "-m",
-            "pipeline.tools.pr_report",
-            "--out",
-            "pr-report-2",
-            "--summary",
-            str(summary_file),
-        ],
-        root,
-        plain_env(),
-    )
+    report = ["bin/python", "-m", "pipeline.tools.pr_report", "--out", "pr-report-2"]
+    report += ["--base-ref", "no-such-branch", "--summary", str(summary_file)]
+    proc = sh(report, root, plain_env())
     text = summary_file.read_text()
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
-    assert "_`dvc plots diff` failed:" in text and fences_closed(text)
+    for part in ("params", "metrics", "plots"):
+        assert f"_`dvc {part} diff` failed: " in text, text
+    assert fences_closed(text)
 
 
 @pytest.mark.slow
@@ -182,7 +188,7 @@ def test_workflow_reruns_one_model_and_reports_it_with_a_remote(tiny_built, tmp_
     logs = run_workflow(root, ci_context(**{"secrets.DVC_REMOTE_URL": str(remote)}), tmp_path)
     summary = logs["summary"]
     assert "outputs and run cache pulled" in summary and "outputs and run cache pushed" in summary
-    ran = re.search(r"Stages run: (.*)", summary).group(1)
+    ran = re.search(r"Stages run: (.*?)\. Restored", summary).group(1)
     assert set(ran.split(",")) == {"train@dense_mlp", "evaluate@dense_mlp", "plot"}
     assert "models.dense_mlp.train.learning_rate" in summary
     assert "metrics/dense_mlp.json" in summary

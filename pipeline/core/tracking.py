@@ -327,7 +327,7 @@ def source_label(path: Path, root: Path = config.ROOT) -> str:
         for stage in stages.values():
             for out in stage.get("outs", []):
                 if rel.parts[: len(Path(out["path"]).parts)] == Path(out["path"]).parts:
-                    return f"{rel} (dvc {out['path']} md5 {out.get('md5', '?')})"
+                    return f"{rel}, DVC output {out['path']} md5 {out.get('md5', '?')}"
     return str(rel)
 
 
