@@ -121,7 +121,7 @@ def test_push_clone_pull_then_rerun_one_model(kind, tiny_built, tmp_path, reques
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(src), str(clone)], tmp_path, env)
     (clone / ".venv").symlink_to(Path(sys.prefix).resolve(), target_is_directory=True)
-    assert not (clone / "models").exists() and not (clone / "mlflow.db").exists()
+    assert not (clone / "models" / "dense_mlp").exists() and not (clone / "mlflow.db").exists()
     use_remote(clone, url, env, endpoint)
     sh([DVC, "pull", "--run-cache"], clone, env)
     status = sh([DVC, "status"], clone, env)

@@ -146,7 +146,8 @@ def test_workflow_steps_run_without_a_remote(tiny_built, tmp_path):
     summary = logs["summary"]
     assert "No DVC remote: secret DVC_REMOTE_URL is not set" in summary
     assert "Stages run: none. Restored from the run cache: none." in summary
-    assert "### Params" in summary and "### Metrics" in summary
+    assert "### Params\n\n_no params changed_" in summary
+    assert "### Metrics\n\n_no metric changed_" in summary
     assert "failed" not in summary, summary
     assert "[download the `pr-report` artifact](https://example.invalid/artifacts/1)" in summary
     assert "Commit dvc.lock and metrics to main" not in logs  # a pull request commits nothing

@@ -45,6 +45,9 @@ def _table(title: str, args: list[str], root: Path, empty: str) -> list[str]:
     ok, text = _dvc(args, root)
     if not ok:
         return [f"### {title}", "", f"_`dvc {' '.join(args[:2])}` failed: {text}_", ""]
+    rows = [ln for ln in text.splitlines() if ln.startswith("|")]
+    if len(rows) <= 2:  # dvc prints the header of an empty table
+        text = ""
     return [f"### {title}", "", text or f"_{empty}_", ""]
 
 
