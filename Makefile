@@ -7,6 +7,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Vega, Vega-Lite and vega-embed (pinned by tools/vega/package-lock.json) inlined into the
+# HTML template of `dvc plots show/diff`, so that its pages render offline.
+VEGA := tools/vega
+VEGA_TEMPLATE := $(VEGA)/dvc_plots.html
 # pytest-xdist processes for `make test`, a test file per worker (--dist loadfile: the e2e
 # module's `dvc repro` runs once, on one worker, started first: files go out in collection
 # order). xdist 3.8's loadgroup does not group under pytest 9.2: it rewrites
@@ -33,7 +37,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv and install the pinned dependencies (quick when already done)
+$(VEGA_TEMPLATE): $(STAMP) $(VEGA)/package-lock.json $(VEGA)/template.html pipeline/tools/plots_template.py
+	@if command -v npm >/dev/null; then \
+		(cd $(VEGA) && npm ci --silent --no-audit --no-fund) && $(BIN)/python -m pipeline.tools.plots_template; \
+	else \
+		echo "npm not found: \`dvc plots show\` pages will load Vega from a CDN (install node and npm, then make setup)"; \
+	fi
+
+setup: $(STAMP) $(VEGA_TEMPLATE) ## Create .venv and install the pinned dependencies (quick when already done)
 
 repro: setup ## Run the whole pipeline (dvc repro) inside the venv
 	$(BIN)/dvc repro

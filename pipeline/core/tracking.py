@@ -859,3 +859,105 @@ def promote_champions(runs: dict[str, str]) -> list[str]:
             lines.append(promote(client, preset, run_id))
             log.info(lines[-1])
     return lines
+
+
+# --------------------------------------------------------------------------- pulled models
+# A model pulled from a DVC remote carries the id of the MLflow run that trained it
+# (models/<model>/mlflow_run_id), but that run lives in the store of whoever trained it. A
+# fresh clone's store, or a CI runner's, does not have it; the team's tracking server does.
+
+SOURCE_RUN_TAG = "source_run_id"  # the run a continuation stands in for
+SOURCE_TAG = "source"  # where that run id came from (the file a DVC output carried)
+SOURCE_STORE_TAG = "source_store"  # the store it was looked for in, without success
+
+
+def run_exists(run_id: str) -> bool:
+    """True when the current store holds ``run_id`` as a live (not deleted) run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = with_retry(lambda: mlflow.MlflowClient().get_run(run_id))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return False
+        raise
+    return run.info.lifecycle_stage == "active"
+
+
+def source_label(path: Path, root: Path = config.ROOT) -> str:
+    """``path`` relative to the checkout (what a run's ``source`` tag names), with the DVC
+    hash of the stage output holding it when dvc.lock records one."""
+    try:
+        rel = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return str(path)
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                if rel.parts[: len(Path(out["path"]).parts)] == Path(out["path"]).parts:
+                    return f"{rel}, DVC output {out['path']} md5 {out.get('md5', '?')}"
+    return str(rel)
+
+
+@contextmanager
+def reopen_or_continue(
+    run_id: str, source: str, tags: dict[str, str] | None = None, log=None
+) -> Iterator[str]:
+    """Add to run ``run_id`` when the current store has it (as ``reopen``); otherwise start
+    a run of its own, tagged with the original id and ``source`` (e.g. the file the id was
+    read from), and say so in one line through ``log`` (a logging-style ``info``). Yields
+    the id of the run that receives what the stage logs.
+
+    Used by stages that meet runs made elsewhere: models restored by ``dvc pull`` from a
+    remote, whose training ran on another machine with another store.
+    """
+    with reachable():
+        exists = run_exists(run_id)
+    if exists:
+        with reopen(run_id):
+            yield run_id
+        return
+    all_tags = dict(tags or {})
+    all_tags |= {
+        SOURCE_RUN_TAG: run_id,
+        SOURCE_TAG: source,
+        SOURCE_STORE_TAG: mlflow.get_tracking_uri(),
+    }
+    name = all_tags.get("mlflow.runName") or "run"
+    all_tags["mlflow.runName"] = f"{name} (continues {run_id[:8]})"
+    with mlflow.start_run(tags=all_tags) as run:
+        if log is not None:
+            log(
+                f"MLflow run {run_id} (from {source}) is not in this store; "
+                f"logging to new run {run.info.run_id} tagged {SOURCE_RUN_TAG}={run_id}"
+            )
+        yield run.info.run_id
+
+
+def stage_tags(name: str, root: Path = config.ROOT) -> dict[str, str]:
+    """Tags of a run that no single model owns (the cross-model figures of one pipeline
+    execution): git commit and dirty flag, DVC stage and experiment, ``repro_id``."""
+    commit = _git(root, "rev-parse", "HEAD")
+    status = git_status(root)
+    tags = {
+        "run_kind": name,
+        "mlflow.source.git.commit": commit or "unknown",
+        "git_dirty": "unknown" if status is None else str(bool(status)).lower(),
+        "dvc_stage": os.environ.get("DVC_STAGE", ""),
+        "mlflow.runName": name,
+    }
+    for key, value in (("dvc_exp_name", os.environ.get("DVC_EXP_NAME")), ("repro_id", repro_id())):
+        if value:
+            tags[key] = value
+    return tags
+
+
+@contextmanager
+def execution_run(name: str, tags: dict[str, str]) -> Iterator[str]:
+    """A new run for one execution of a stage that is not a model's (``plot``)."""
+    with reachable():
+        run = mlflow.start_run(run_name=name, tags=tags | process_tags())
+    with reachable(), _ended(run.info.run_id):
+        yield run.info.run_id

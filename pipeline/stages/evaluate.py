@@ -2,13 +2,21 @@
 
 Scores the trained model on its dataset's whole test split (the same images for every
 model of a dataset), writes the quality figures (no timings: reruns compare byte for byte),
-``predictions.csv`` for DVC's confusion template, the confusion matrix in counts and
-normalized, and the per-model figures; all of it is added to the model's MLflow run.
+``predictions.csv`` (one row an image, class labels as the dataset names them: 0/2/5 for
+digits {0, 2, 5}), ``confusion.csv`` (every actual/predicted pair with its count, zeros
+included, so that a class never predicted stays on the axes of DVC's plot), the confusion
+matrix in counts and normalized, and the per-model figures; all of it is added to the
+model's MLflow run.
+
+``metrics/<model>.json`` keeps the figures people compare across experiments (accuracy,
+loss, macro averages); per-class figures go to ``tables/per_class.json`` and to MLflow, so
+that ``dvc exp show`` stays a readable table.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -40,8 +48,9 @@ def _figures(name, family, model, test, y_pred, names, counts, history, out: Pat
         figures.save(figures.feature_maps(test.x[0], maps, title), out / "feature_maps.png")
 
 
-def _tables(out: Path, y_true, y_pred, names: list[str], counts, normalized) -> None:
+def _tables(out: Path, y_true, y_pred, names: list[str], counts, normalized, per_class) -> None:
     out.mkdir()
+    (out / config.PER_CLASS_JSON).write_text(json.dumps(per_class, indent=2, sort_keys=True) + "\n")
     frame = pd.DataFrame(counts, index=names, columns=names).rename_axis("actual")
     frame.to_csv(out / config.CONFUSION_CSV)
     norm = pd.DataFrame(np.round(normalized, 6), index=names, columns=names)
@@ -63,25 +72,39 @@ def run(
     counts, normalized = metrics.confusion(test.y, y_pred, len(names))
     history = pd.read_csv(model_dir / config.HISTORY_CSV)
 
+    labels = np.asarray(names)
+    per_class = result.pop("per_class")
     with atomic_dir(plots) as tmp:
-        predictions = pd.DataFrame({"actual": test.y, "predicted": y_pred})
+        predictions = pd.DataFrame({"actual": labels[test.y], "predicted": labels[y_pred]})
         predictions.to_csv(tmp / config.PREDICTIONS_CSV, index=False)
+        pairs = pd.DataFrame(
+            [
+                (names[a], names[p], int(counts[a, p]))
+                for a in range(len(names))
+                for p in range(len(names))
+            ],
+            columns=["actual", "predicted", "count"],
+        )
+        pairs.to_csv(tmp / config.CONFUSION_PLOT_CSV, index=False)
         history.to_csv(tmp / config.HISTORY_CSV, index=False)
-        _tables(tmp / config.TABLES_DIR, test.y, y_pred, names, counts, normalized)
+        _tables(tmp / config.TABLES_DIR, test.y, y_pred, names, counts, normalized, per_class)
         _figures(name, family, model, test, y_pred, names, counts, history, tmp / config.IMAGES_DIR)
     atomic_write(metrics_path, json.dumps(result, indent=2, sort_keys=True) + "\n")
 
     tracking.setup(params.mlflow.experiment)
-    with tracking.reopen(tracking.load_run_id(model_dir)) as run_id:
+    run_id = tracking.load_run_id(model_dir)
+    source = tracking.source_label(model_dir / config.RUN_ID_FILE)
+    tags = tracking.run_tags(name, mp.family, mp.dataset)
+    with tracking.reopen_or_continue(run_id, source, tags, log=logging.getLogger(__name__).info):
         flat = {f"test_{k}": v for k, v in result.items() if not isinstance(v, dict)}
-        for cls, figs in result["per_class"].items():
+        for cls, figs in per_class.items():
             flat |= {f"test_{m}_class_{cls}": v for m, v in figs.items() if m != "support"}
         tracking.log_metrics(flat)
         tracking.log_artifacts(plots, artifact_path="evaluation")
         tracking.log_artifact(metrics_path, artifact_path="evaluation")
         tracking.log_images(plots / config.IMAGES_DIR)
         tracking.tag_test_accuracy(name, run_id, result["accuracy"])
-    return result
+    return result | {"per_class": per_class}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,13 @@
 Cross-model figures: the test accuracy of every model, and the validation loss and
 accuracy over epochs of the models in ``plot.compare_curves`` (cubic_mlp vs dense_mlp).
 The per-model figures are drawn by evaluate@<model> into plots/<model>/, so a change to one
-model redraws only its own. Each figure is added to the MLflow run of the models it shows.
+model redraws only its own.
+
+The figures go to an MLflow run of their own, one per execution of this stage, tagged
+``run_kind=compare`` and with the ``repro_id`` its models' training runs share; the runs
+of the models it shows are listed in its params (``run.<model>``). Finished training runs
+are never rewritten: an experiment that retrains one model leaves every other model's run
+as it was, and each comparison stays the one drawn at its time.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from pipeline.core import config, runner, tracking
 from pipeline.core.io import atomic_dir
 from pipeline.core.params import Params
 from pipeline.report import figures
+
+COMPARE_RUN = "compare"  # the run's name, its run_kind tag and its artifact folder
 
 
 def run(params: Params, root: Path, out_dir: Path) -> dict[str, float]:
@@ -39,12 +47,11 @@ def run(params: Params, root: Path, out_dir: Path) -> dict[str, float]:
             figures.save(figures.validation_curves(histories), tmp / config.CURVES_PNG)
 
     tracking.setup(params.mlflow.experiment)
-    for name in params.models:
-        with tracking.reopen(tracking.load_run_id(config.model_dir(name, root))):
-            tracking.log_artifact(out_dir / config.ACCURACY_PNG, artifact_path="compare")
-            if name in histories:
-                tracking.log_artifact(out_dir / config.CURVES_PNG, artifact_path="compare")
-    runs = {name: tracking.load_run_id(config.model_dir(name, root)) for name in params.models}
+    runs = {n: tracking.load_run_id(config.model_dir(n, root)) for n in params.models}
+    with tracking.execution_run(COMPARE_RUN, tracking.stage_tags(COMPARE_RUN, root)):
+        tracking.log_params({f"run.{n}": run_id for n, run_id in runs.items()})
+        tracking.log_metrics({f"test_accuracy.{n}": a for n, a in accuracy.items()})
+        tracking.log_artifacts(out_dir, artifact_path=COMPARE_RUN)
     tracking.promote_champions(runs)  # alias `champion`: each model's best version
     return accuracy
 
