@@ -19,7 +19,7 @@ export PYTHONHASHSEED := 0
 # Stage commands in dvc.yaml run `python`: the venv's, whatever shell make was called from.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: bench help setup repro test test-fast lint actionlint format ui clean verify-repro
+.PHONY: bench bench-keras help setup repro test test-fast lint actionlint format ui clean verify-repro
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ verify-repro: setup ## Run the tiny pipeline twice from clean copies; fail unles
 
 bench: setup ## Scratch vs Keras training speed on 12,000 prepared MNIST images (needs `make repro` data)
 	$(BIN)/python -m pipeline.bench scratch --json
+
+bench-keras: setup ## Keras/custom presets: the pipeline's feed vs a plain fit on arrays (last line JSON)
+	$(BIN)/python -m pipeline.tools.bench_keras
 
 clean: ## Remove pipeline outputs (data, models, metrics, plots, reports) and caches, keep .venv and the MLflow store
 	rm -rf data/raw data/prepared models metrics plots reports .pytest_cache .ruff_cache

@@ -76,6 +76,36 @@ def test_inner_batch_norm_training_vs_inference():
     assert {w.name for w in layer.trainable_weights} == {"kernel", "bias", "gamma", "beta"}
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_activation_before_bn_equals_conv2d_relu_then_batch_normalization(training):
+    """Seed 004's block, Conv2D(activation='relu') -> BatchNormalization(), inside one layer."""
+    x = images(n=8)
+    custom = CustomConv2D(5, 3, batch_norm=True, activation_before_bn=True, momentum=0.9)
+    custom.build(x.shape)
+    stock_conv = keras.layers.Conv2D(5, 3, activation="relu")
+    stock_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    stock_conv.build(x.shape)
+    stock_bn.build((8, 7, 6, 5))
+    bias = RNG.standard_normal(5).astype(np.float32)
+    custom.bias.assign(bias)
+    stock_conv.set_weights([keras.ops.convert_to_numpy(custom.kernel), bias])
+    stats = [RNG.random(5).astype(np.float32) + 0.5 for _ in range(4)]  # gamma beta mean var
+    for var, value in zip(
+        (custom.gamma, custom.beta, custom.moving_mean, custom.moving_variance), stats, strict=True
+    ):
+        var.assign(value)
+    stock_bn.set_weights(stats)
+    y_custom = keras.ops.convert_to_numpy(custom(x, training=training))
+    y_stock = keras.ops.convert_to_numpy(stock_bn(stock_conv(x), training=training))
+    np.testing.assert_allclose(y_custom, y_stock, rtol=1e-4, atol=1e-4)
+    assert (y_custom < 0).any()  # BN after the ReLU: negative outputs exist
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(custom.moving_mean),
+        keras.ops.convert_to_numpy(stock_bn.moving_mean),
+        rtol=1e-5,
+    )
+
+
 def test_l2_penalty_is_a_layer_loss():
     layer = CustomConv2D(6, 3, l2=0.01)
     layer.build((None, 8, 8, 2))

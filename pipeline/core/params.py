@@ -93,6 +93,7 @@ class ConvSpec:
     batch_norm: bool = False
     activation: Literal["relu", "linear"] = "relu"
     l2: float = 0.0  # kernel L2 penalty (custom family adds it through layer losses)
+    activation_before_bn: bool = False  # conv -> act -> BN (as seed 004), else conv -> BN -> act
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class DenseSpec:
     units: int
     batch_norm: bool = False
     activation: Literal["relu", "softmax", "linear"] = "relu"
+    activation_before_bn: bool = False  # dense -> activation -> BN, else dense -> BN -> act
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,19 @@ class ReduceLRParams:
 
 
 @dataclass(frozen=True)
+class LRScheduleParams:
+    """Learning rate as a function of the step (pipeline.models.lr_schedule); peak is
+    ``train.learning_rate``. warmup_cosine: linear from 0 to the peak over warmup_epochs,
+    then cosine down to final_lr. one_cycle: cosine from peak/25 up to the peak over
+    warmup_epochs, then cosine down to final_lr. exponential: peak * decay_rate**epochs."""
+
+    kind: Literal["warmup_cosine", "one_cycle", "exponential"]
+    warmup_epochs: float = 1.0
+    final_lr: float = 0.0
+    decay_rate: float = 0.5  # exponential: factor an epoch
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: int
     batch_size: int
@@ -175,6 +190,7 @@ class TrainParams:
     early_stopping: EarlyStoppingParams | None = None
     reduce_lr: ReduceLRParams | None = None
     checkpoint: bool = False  # keep the best model (by validation loss) in models/<model>/
+    lr_schedule: LRScheduleParams | None = None  # per-step schedule; excludes reduce_lr
 
 
 @dataclass(frozen=True)
@@ -359,6 +375,15 @@ def _check_ranges(obj: Any, path: str) -> None:
             raise ParamsError(f"{path}.weight_decay: must be >= 0")
         if not 0 <= obj.momentum < 1:
             raise ParamsError(f"{path}.momentum: must be in [0, 1), got {obj.momentum}")
+        if obj.lr_schedule is not None and obj.reduce_lr is not None:
+            raise ParamsError(f"{path}.lr_schedule: cannot be combined with reduce_lr")
+    elif isinstance(obj, LRScheduleParams):
+        if obj.warmup_epochs < 0:
+            raise ParamsError(f"{path}.warmup_epochs: must be >= 0, got {obj.warmup_epochs}")
+        if obj.final_lr < 0:
+            raise ParamsError(f"{path}.final_lr: must be >= 0, got {obj.final_lr}")
+        if not 0 < obj.decay_rate <= 1:
+            raise ParamsError(f"{path}.decay_rate: must be in (0, 1], got {obj.decay_rate}")
     elif isinstance(obj, ConvSpec):
         _positive(path, filters=obj.filters, kernel=obj.kernel, stride=obj.stride)
         if obj.l2 < 0:

@@ -1,4 +1,6 @@
-"""Custom Keras layers of the ``custom`` family: CustomConv2D, CustomMaxPooling2D, CubicDense.
+"""Custom Keras layers of the ``custom`` family: CustomConv2D, CustomMaxPooling2D, CubicDense,
+and ParamsSchedule, the learning-rate schedule of ``train.lr_schedule`` that a saved
+optimizer refers to.
 
 Written as Keras writes its own layers: weights made in ``build()`` with ``add_weight``,
 ``call(inputs, training=None)``, ``get_config()``, and registered for serialization under the
@@ -31,7 +33,8 @@ def _padding(value: str) -> str:
 @keras.saving.register_keras_serializable(package="pipeline")
 class CustomConv2D(keras.layers.Layer):
     """2-D convolution with its own kernel and bias, optional batch normalization inside the
-    layer and an activation: ``act(BN(conv(x, kernel) + bias))``.
+    layer and an activation: ``act(BN(conv(x, kernel) + bias))``, or
+    ``BN(act(conv(x, kernel) + bias))`` with ``activation_before_bn`` (seed 004's order).
 
     The L2 penalty ``l2 * sum(kernel**2)`` reaches the model loss through ``self.losses``.
     Batch normalization keeps its own ``gamma``, ``beta`` and non-trainable
@@ -48,6 +51,7 @@ class CustomConv2D(keras.layers.Layer):
         activation: str | None = "relu",
         use_bias: bool = True,
         batch_norm: bool = False,
+        activation_before_bn: bool = False,
         l2: float = 0.0,
         momentum: float = 0.99,
         epsilon: float = 1e-3,
@@ -67,6 +71,7 @@ class CustomConv2D(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.batch_norm = bool(batch_norm)
+        self.activation_before_bn = bool(activation_before_bn)
         self.l2 = float(l2)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
@@ -105,9 +110,24 @@ class CustomConv2D(keras.layers.Layer):
         x = ops.conv(inputs, self.kernel, strides=self.strides, padding=self.padding)  # NHWC
         if self.use_bias:
             x = x + self.bias
-        if self.batch_norm:
-            x = self._normalize(x, training)
-        return self.activation(x)
+        if not self.batch_norm:
+            return self.activation(x)
+        if self.activation_before_bn:
+            return self._normalize(self.activation(x), training)
+        return self.activation(self._normalize(x, training))
+
+    def set_moving_statistics(self, inputs) -> None:
+        """Set ``moving_mean`` / ``moving_variance`` to the statistics, over ``inputs`` (a
+        whole calibration sample), of what the inner batch norm sees: used by
+        pipeline.models.keras.family.recalibrate_batch_norm."""
+        x = ops.conv(inputs, self.kernel, strides=self.strides, padding=self.padding)
+        if self.use_bias:
+            x = x + self.bias
+        if self.activation_before_bn:
+            x = self.activation(x)
+        mean, variance = ops.moments(x, axes=[0, 1, 2])
+        self.moving_mean.assign(ops.cast(mean, self.dtype))
+        self.moving_variance.assign(ops.cast(variance, self.dtype))
 
     def _normalize(self, x, training):
         if training:
@@ -136,6 +156,7 @@ class CustomConv2D(keras.layers.Layer):
             activation=keras.activations.serialize(self.activation),
             use_bias=self.use_bias,
             batch_norm=self.batch_norm,
+            activation_before_bn=self.activation_before_bn,
             l2=self.l2,
             momentum=self.momentum,
             epsilon=self.epsilon,
@@ -235,3 +256,44 @@ class CubicDense(keras.layers.Layer):
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class ParamsSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """``train.lr_schedule`` as a Keras schedule: the formula of pipeline.models.lr_schedule
+    evaluated with ``keras.ops`` on the optimizer's step, inside the compiled train step.
+    Kept here, beside the layers, so that loading a saved model (its optimizer) finds it."""
+
+    def __init__(
+        self,
+        kind: str,
+        peak: float,
+        steps_per_epoch: int,
+        epochs: int,
+        warmup_epochs: float = 1.0,
+        final_lr: float = 0.0,
+        decay_rate: float = 0.5,
+    ):
+        self.kind = kind
+        self.peak = float(peak)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = int(epochs)
+        self.warmup_epochs = float(warmup_epochs)
+        self.final_lr = float(final_lr)
+        self.decay_rate = float(decay_rate)
+
+    def __call__(self, step):
+        from pipeline.models.lr_schedule import learning_rate
+
+        return learning_rate(self, self.peak, step, self.steps_per_epoch, self.epochs, xp=ops)
+
+    def get_config(self):
+        return {
+            "kind": self.kind,
+            "peak": self.peak,
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs": self.epochs,
+            "warmup_epochs": self.warmup_epochs,
+            "final_lr": self.final_lr,
+            "decay_rate": self.decay_rate,
+        }
