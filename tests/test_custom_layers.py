@@ -200,3 +200,28 @@ def test_keras_save_and_load_in_a_fresh_process(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "CubicDense" in done.stdout and "CustomConv2D" in done.stdout
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+def test_fused_batch_norm_matches_the_keras_ops_maths_and_its_gradient():
+    import tensorflow as tf
+
+    from pipeline.models.custom_layers import _fused_batch_norm
+
+    x = tf.constant(images(n=6, c=4) * 2.0 + 1.0)
+    gamma = tf.Variable(RNG.random(4).astype(np.float32) + 0.5)
+    beta = tf.Variable(RNG.standard_normal(4).astype(np.float32))
+
+    def composite(x):
+        mean, var = keras.ops.moments(x, axes=[0, 1, 2])
+        return (x - mean) * keras.ops.rsqrt(var + 1e-3) * gamma + beta, mean, var
+
+    results = []
+    for fn in (composite, lambda x: _fused_batch_norm(x, gamma, beta, 1e-3)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y, mean, var = fn(x)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        results.append([y, mean, var, *tape.gradient(loss, [x, gamma, beta])])
+    for a, b in zip(*results, strict=True):
+        scale = float(np.max(np.abs(b.numpy())))
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4 * scale)
