@@ -225,3 +225,26 @@ def test_fused_batch_norm_matches_the_keras_ops_maths_and_its_gradient():
     for a, b in zip(*results, strict=True):
         scale = float(np.max(np.abs(b.numpy())))
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("shape", [(16, 5, 6, 3), (32, 7)], ids=["conv", "dense"])
+def test_fused_batch_normalization_equals_the_stock_layer(shape):
+    from pipeline.models.custom_layers import FusedBatchNormalization
+
+    x = RNG.standard_normal(shape).astype(np.float32) * 2.0 + 0.5
+    stock, fused = keras.layers.BatchNormalization(), FusedBatchNormalization()
+    stock.build(shape)
+    fused.build(shape)
+    weights = [RNG.random(shape[-1]).astype(np.float32) + 0.5 for _ in range(4)]
+    stock.set_weights(weights)
+    fused.set_weights(weights)
+    for training in (True, False, True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(fused(x, training=training)),
+            keras.ops.convert_to_numpy(stock(x, training=training)),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+        for a, b in zip(fused.get_weights(), stock.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5)  # moving statistics move alike
+    assert fused.get_config() == {**stock.get_config(), "name": fused.name}

@@ -318,3 +318,38 @@ class ParamsSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "final_lr": self.final_lr,
             "decay_rate": self.decay_rate,
         }
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization with its training-mode maths in TensorFlow's fused kernel.
+
+    Same weights, statistics, config and results as the stock layer (moving averages of the
+    batch mean and biased variance with ``momentum``); only the computation differs: Keras 3
+    spells batch norm out in keras.ops (moments, normalize, autodiff through both), which
+    costs several passes over the activations forward and backward. Anything the fused
+    kernel does not cover (masks, renorm, no scale or center, an axis other than the last,
+    other backends) runs the stock code.
+    """
+
+    def _fusable(self, inputs, mask) -> bool:
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.renorm
+            and self.scale
+            and self.center
+            and self.axis in (-1, len(inputs.shape) - 1)
+            and len(inputs.shape) in (2, 4)
+            and keras.backend.standardize_dtype(inputs.dtype) == "float32"
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable and self._fusable(inputs, mask)):
+            return super().call(inputs, training=training, mask=mask)
+        x = inputs if len(inputs.shape) == 4 else ops.expand_dims(inputs, (1, 2))
+        y, mean, variance = _fused_batch_norm(x, self.gamma, self.beta, self.epsilon)
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+        return y if len(inputs.shape) == 4 else ops.squeeze(y, (1, 2))
