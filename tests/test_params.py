@@ -123,9 +123,9 @@ def test_load_reports_missing_and_invalid_yaml(tmp_path):
 
 def test_flatten_gives_dotted_keys(raw):
     flat = params.flatten(params.parse(raw).models["keras_cnn"])
-    assert flat["train.learning_rate"] == 0.001
+    assert flat["train.learning_rate"] == 0.003
     assert flat["arch.0.filters"] == 64
-    assert flat["train.reduce_lr.factor"] == 0.2
+    assert flat["train.lr_schedule.kind"] == "warmup_cosine"
 
 
 def test_stage_stops_before_any_work(raw, tmp_path):
