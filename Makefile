@@ -23,8 +23,8 @@ export PYTHONHASHSEED := 0
 # Stage commands in dvc.yaml run bin/python, which finds .venv itself: no PATH set-up here,
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
-.PHONY: bench compare help setup repro test test-fast lint actionlint format ui clean verify-repro \
-	server server-stop
+.PHONY: bench bench-keras compare help setup repro test test-fast lint actionlint format ui clean \
+	verify-repro server server-stop
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -101,6 +101,9 @@ compare: setup ## Compare two runs: make compare A=<run id|preset|preset@exp> B=
 		exit 2; \
 	fi
 	$(BIN)/python -m pipeline.compare "$(A)" "$(B)" $(if $(O),-o "$(O)")
+
+bench-keras: setup ## Keras/custom presets: the pipeline's feed vs a plain fit on arrays (last line JSON)
+	$(BIN)/python -m pipeline.tools.bench_keras
 
 clean: ## Remove pipeline outputs (data, models, metrics, plots, reports) and caches, keep .venv and the MLflow store
 	rm -rf data/raw data/prepared models metrics plots reports .pytest_cache .ruff_cache

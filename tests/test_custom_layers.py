@@ -76,6 +76,36 @@ def test_inner_batch_norm_training_vs_inference():
     assert {w.name for w in layer.trainable_weights} == {"kernel", "bias", "gamma", "beta"}
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_activation_before_bn_equals_conv2d_relu_then_batch_normalization(training):
+    """Seed 004's block, Conv2D(activation='relu') -> BatchNormalization(), inside one layer."""
+    x = images(n=8)
+    custom = CustomConv2D(5, 3, batch_norm=True, activation_before_bn=True, momentum=0.9)
+    custom.build(x.shape)
+    stock_conv = keras.layers.Conv2D(5, 3, activation="relu")
+    stock_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    stock_conv.build(x.shape)
+    stock_bn.build((8, 7, 6, 5))
+    bias = RNG.standard_normal(5).astype(np.float32)
+    custom.bias.assign(bias)
+    stock_conv.set_weights([keras.ops.convert_to_numpy(custom.kernel), bias])
+    stats = [RNG.random(5).astype(np.float32) + 0.5 for _ in range(4)]  # gamma beta mean var
+    for var, value in zip(
+        (custom.gamma, custom.beta, custom.moving_mean, custom.moving_variance), stats, strict=True
+    ):
+        var.assign(value)
+    stock_bn.set_weights(stats)
+    y_custom = keras.ops.convert_to_numpy(custom(x, training=training))
+    y_stock = keras.ops.convert_to_numpy(stock_bn(stock_conv(x), training=training))
+    np.testing.assert_allclose(y_custom, y_stock, rtol=1e-4, atol=1e-4)
+    assert (y_custom < 0).any()  # BN after the ReLU: negative outputs exist
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(custom.moving_mean),
+        keras.ops.convert_to_numpy(stock_bn.moving_mean),
+        rtol=1e-5,
+    )
+
+
 def test_l2_penalty_is_a_layer_loss():
     layer = CustomConv2D(6, 3, l2=0.01)
     layer.build((None, 8, 8, 2))
@@ -170,3 +200,51 @@ def test_keras_save_and_load_in_a_fresh_process(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "CubicDense" in done.stdout and "CustomConv2D" in done.stdout
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+def test_fused_batch_norm_matches_the_keras_ops_maths_and_its_gradient():
+    import tensorflow as tf
+
+    from pipeline.models.custom_layers import _fused_batch_norm
+
+    x = tf.constant(images(n=6, c=4) * 2.0 + 1.0)
+    gamma = tf.Variable(RNG.random(4).astype(np.float32) + 0.5)
+    beta = tf.Variable(RNG.standard_normal(4).astype(np.float32))
+
+    def composite(x):
+        mean, var = keras.ops.moments(x, axes=[0, 1, 2])
+        return (x - mean) * keras.ops.rsqrt(var + 1e-3) * gamma + beta, mean, var
+
+    results = []
+    for fn in (composite, lambda x: _fused_batch_norm(x, gamma, beta, 1e-3)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y, mean, var = fn(x)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        results.append([y, mean, var, *tape.gradient(loss, [x, gamma, beta])])
+    for a, b in zip(*results, strict=True):
+        scale = float(np.max(np.abs(b.numpy())))
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("shape", [(16, 5, 6, 3), (32, 7)], ids=["conv", "dense"])
+def test_fused_batch_normalization_equals_the_stock_layer(shape):
+    from pipeline.models.custom_layers import FusedBatchNormalization
+
+    x = RNG.standard_normal(shape).astype(np.float32) * 2.0 + 0.5
+    stock, fused = keras.layers.BatchNormalization(), FusedBatchNormalization()
+    stock.build(shape)
+    fused.build(shape)
+    weights = [RNG.random(shape[-1]).astype(np.float32) + 0.5 for _ in range(4)]
+    stock.set_weights(weights)
+    fused.set_weights(weights)
+    for training in (True, False, True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(fused(x, training=training)),
+            keras.ops.convert_to_numpy(stock(x, training=training)),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+        for a, b in zip(fused.get_weights(), stock.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5)  # moving statistics move alike
+    assert fused.get_config() == {**stock.get_config(), "name": fused.name}

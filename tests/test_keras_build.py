@@ -44,15 +44,42 @@ def test_keras_small_cnn_is_the_scratch_dropout_cnn_network(presets):
     assert model.count_params() == 320 + 18_496 + 204_928 + 1_290
 
 
-def test_keras_cnn_blocks_are_conv_bn_activation(presets):
+def test_keras_cnn_is_seed_004_as_written(presets):
+    """Valid padding, Conv2D(activation='relu') then BatchNormalization(), 1,446,602
+    parameters: the count Keras gives for seed 004's model."""
     model = build_keras_model(presets["keras_cnn"].arch, (28, 28, 1), n_classes=10)
-    names = [layer.name for layer in model.layers[1:4]]
-    assert names == ["conv0", "conv0_bn", "conv0_act"]
-    kinds = {type(layer).__name__ for layer in model.layers}
-    assert {"BatchNormalization", "Dropout", "MaxPooling2D"} <= kinds
-    assert model.output.shape == (None, 10)
-    n_bn = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
-    assert n_bn == 6
+    assert model.count_params() == 1_446_602
+    assert [layer.name for layer in model.layers[1:4]] == ["conv0", "conv0_act", "conv0_bn"]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 4 and all(c.padding == "valid" and c.use_bias for c in convs)
+    assert [tuple(c.output.shape[1:]) for c in convs] == [
+        (26, 26, 64), (24, 24, 64), (10, 10, 128), (8, 8, 128),
+    ]  # fmt: skip
+    for layer in model.layers:  # every BN follows a ReLU
+        if isinstance(layer, keras.layers.BatchNormalization):
+            before = model.layers[model.layers.index(layer) - 1]
+            assert isinstance(before, keras.layers.Activation), layer.name
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 6
+
+
+def test_activation_before_bn_orders_blocks_and_custom_layer():
+    arch = (
+        ConvSpec(filters=3, batch_norm=True, activation_before_bn=True),
+        ConvSpec(filters=3, batch_norm=True),
+        FlattenSpec(),
+        DenseSpec(units=4, batch_norm=True, activation_before_bn=True),
+        DenseSpec(units=2, activation="softmax"),
+    )
+    names = [layer.name for layer in build_keras_model(arch, (8, 8, 1)).layers[1:]]
+    assert names == [
+        "conv0", "conv0_act", "conv0_bn", "conv1", "conv1_bn", "conv1_act", "flatten2",
+        "dense3", "dense3_act", "dense3_bn", "dense4", "dense4_act",
+    ]  # fmt: skip
+    custom = build_keras_model(arch, (8, 8, 1), custom=True)
+    flags = [
+        layer.activation_before_bn for layer in custom.layers if isinstance(layer, CustomConv2D)
+    ]
+    assert flags == [True, False]
 
 
 def test_custom_family_uses_the_custom_layers(presets):

@@ -247,16 +247,16 @@ def test_load_reports_missing_and_invalid_yaml(tmp_path):
 
 def test_flatten_gives_dotted_keys(raw):
     flat = params.flatten(params.parse(raw).models["keras_cnn"])
-    assert flat["train.learning_rate"] == 0.001
+    assert flat["train.learning_rate"] == 0.003
     assert flat["arch.0.filters"] == 64
-    assert flat["train.reduce_lr.factor"] == 0.2
+    assert flat["train.lr_schedule.kind"] == "warmup_cosine"
 
 
 def test_flatten_and_to_dict_are_pinned(raw):
     """MLflow params and meta.json are built from these: same keys, order, values, types."""
     p = params.parse(raw)
     flat = params.flatten(p.models["custom_cnn"])
-    assert len(flat) == 50
+    assert len(flat) == 56
     pinned = {
         "family": "custom",
         "dataset": "digits10",
@@ -268,6 +268,7 @@ def test_flatten_and_to_dict_are_pinned(raw):
         "arch.0.batch_norm": True,
         "arch.0.activation": "relu",
         "arch.0.l2": 0.0001,
+        "arch.0.activation_before_bn": False,
         "arch.1.type": "pool",
         "arch.1.size": 2,
         "arch.1.stride": None,
@@ -277,10 +278,10 @@ def test_flatten_and_to_dict_are_pinned(raw):
     train = {k: v for k, v in flat.items() if k.startswith("train.")}
     assert repr(train) == repr(
         {
-            "train.epochs": 8,
-            "train.batch_size": 64,
+            "train.epochs": 5,
+            "train.batch_size": 128,
             "train.optimizer": "adam",
-            "train.learning_rate": 0.001,
+            "train.learning_rate": 0.003,
             "train.momentum": 0.9,
             "train.weight_decay": 0.0,
             "train.shuffle": True,
@@ -288,10 +289,12 @@ def test_flatten_and_to_dict_are_pinned(raw):
             "train.augment.shift": 0.1,
             "train.early_stopping.patience": 3,
             "train.early_stopping.min_delta": 0.0,
-            "train.reduce_lr.factor": 0.2,
-            "train.reduce_lr.patience": 1,
-            "train.reduce_lr.min_lr": 1e-05,
+            "train.reduce_lr": None,
             "train.checkpoint": False,
+            "train.lr_schedule.kind": "warmup_cosine",
+            "train.lr_schedule.warmup_epochs": 0.5,
+            "train.lr_schedule.final_lr": 0.0,
+            "train.lr_schedule.decay_rate": 0.5,
         }
     )
     assert params.flatten(p.models["dense_mlp"])["train.augment"] is None
@@ -317,9 +320,9 @@ def test_layer_specs_round_trip_through_to_dict(raw):
 def test_model_copy_replaces_fields(raw):
     """What the bench tools and tests use in place of dataclasses.replace."""
     m = params.parse(raw).models["keras_cnn"]
-    tp = m.train.model_copy(update={"reduce_lr": None, "checkpoint": False})
-    assert tp.reduce_lr is None and not tp.checkpoint and tp.epochs == m.train.epochs
-    assert m.train.reduce_lr is not None and m.train.checkpoint  # the original is untouched
+    tp = m.train.model_copy(update={"lr_schedule": None, "checkpoint": False})
+    assert tp.lr_schedule is None and not tp.checkpoint and tp.epochs == m.train.epochs
+    assert m.train.lr_schedule is not None and m.train.checkpoint  # the original is untouched
 
 
 def test_stage_stops_before_any_work(raw, tmp_path):

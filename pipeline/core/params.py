@@ -9,6 +9,7 @@ reported as one line starting with its full key path
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -140,6 +141,7 @@ class ConvSpec(_Model):
     batch_norm: bool = False
     activation: Literal["relu", "linear"] = "relu"
     l2: NonNegativeFloat = 0.0  # kernel L2 penalty (custom family adds it through layer losses)
+    activation_before_bn: bool = False  # conv -> act -> BN (as seed 004), else conv -> BN -> act
 
 
 class PoolSpec(_Model):
@@ -158,6 +160,7 @@ class DenseSpec(_Model):
     units: PositiveInt
     batch_norm: bool = False
     activation: Literal["relu", "softmax", "linear"] = "relu"
+    activation_before_bn: bool = False  # dense -> activation -> BN, else dense -> BN -> act
 
 
 class DropoutSpec(_Model):
@@ -198,6 +201,18 @@ class ReduceLRParams(_Model):
     min_lr: float = 1e-5
 
 
+class LRScheduleParams(_Model):
+    """Learning rate as a function of the step (pipeline/models/lr_schedule.py); the peak is
+    ``train.learning_rate``. warmup_cosine: linear from 0 to the peak over warmup_epochs,
+    then cosine down to final_lr. one_cycle: cosine from peak/25 up to the peak over
+    warmup_epochs, then cosine down to final_lr. exponential: peak * decay_rate**epochs."""
+
+    kind: Literal["warmup_cosine", "one_cycle", "exponential"]
+    warmup_epochs: NonNegativeFloat = 1.0
+    final_lr: NonNegativeFloat = 0.0
+    decay_rate: Annotated[float, _in("(0, 1]")] = 0.5  # exponential: factor an epoch
+
+
 class TrainParams(_Model):
     epochs: PositiveInt
     batch_size: PositiveInt
@@ -210,6 +225,13 @@ class TrainParams(_Model):
     early_stopping: EarlyStoppingParams | None = None
     reduce_lr: ReduceLRParams | None = None
     checkpoint: bool = False  # keep the best model (by validation loss) in models/<model>/
+    lr_schedule: LRScheduleParams | None = None  # per-step schedule; excludes reduce_lr
+
+    @model_validator(mode="after")
+    def _one_lr_policy(self) -> TrainParams:
+        if self.lr_schedule is not None and self.reduce_lr is not None:
+            raise ValueError("lr_schedule: cannot be combined with reduce_lr")
+        return self
 
 
 class ModelParams(_Model):
@@ -351,8 +373,11 @@ def _message(err: Any) -> str:
     """One line for one pydantic error, in the words params.yaml users see."""
     path, kind, value, ctx = _key_path(err["loc"]), err["type"], err["input"], err.get("ctx", {})
     match kind:
-        case "value_error":  # our validators; the root one names its own key paths
-            return f"{path}: {ctx['error']}" if path else str(ctx["error"])
+        case "value_error":  # our validators: "msg", or "subkey: msg" for a key below path
+            msg = str(ctx["error"])
+            if path and re.match(r"^[a-z_]+: ", msg):
+                return f"{path}.{msg}"
+            return f"{path}: {msg}" if path else msg
         case _ if kind in _EXPECTED and value is None:
             what = "must not be null"
         case _ if kind in _EXPECTED:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from pipeline.core.augment import augment
 from pipeline.core.params import ModelParams, TrainParams
 from pipeline.data.prepared import Split
+from pipeline.models.lr_schedule import learning_rate as scheduled_rate
 from pipeline.models.numpy_cnn.fused import ConvReLUPool
 from pipeline.models.numpy_cnn.layers import Conv2D
 from pipeline.models.numpy_cnn.network import Network
@@ -132,7 +133,17 @@ def train(
                     total=n_batches, desc=f"epoch {epoch}/{tp.epochs}", unit="batch",
                     disable=not progress, leave=False, mininterval=0.5,
                 )  # fmt: skip
+                epoch_lr = None
                 for i, (xb, yb) in enumerate(_batches(train.x, train.y, tp.batch_size, rng, tp)):
+                    if tp.lr_schedule is not None:  # the rate of this step, from the step alone
+                        step = (epoch - 1) * n_batches + i
+                        trainer.opt.learning_rate = float(
+                            scheduled_rate(
+                                tp.lr_schedule, tp.learning_rate, step, n_batches, tp.epochs
+                            )
+                        )
+                    if epoch_lr is None:
+                        epoch_lr = trainer.opt.learning_rate  # the rate the epoch starts with
                     loss, ok = trainer.step(xb, yb)
                     loss_sum += loss * len(yb)
                     correct += ok
@@ -149,7 +160,7 @@ def train(
                     "accuracy": correct / seen,
                     "val_loss": val_loss,
                     "val_accuracy": val_acc,
-                    "learning_rate": trainer.opt.learning_rate,
+                    "learning_rate": epoch_lr,
                     "epoch_seconds": seconds,
                     "images_per_second": seen / seconds,
                     **{f"grad_norm/{k}": v / n_batches for k, v in norm_sums.items()},

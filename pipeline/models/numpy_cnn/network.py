@@ -2,8 +2,9 @@
 spec, three backends"), with one flat parameter vector and one flat gradient vector.
 
 Spec to layers: ``conv`` is Conv2D [+ BatchNorm] [+ ReLU], ``dense`` is Dense [+ BatchNorm]
-[+ ReLU], ``pool`` is MaxPool2D, ``flatten`` and ``dropout`` are themselves. A layer followed
-by batch norm has no bias (the norm's beta takes its place). The softmax of the last dense
+[+ ReLU] (ReLU before BatchNorm with ``activation_before_bn``), ``pool`` is MaxPool2D,
+``flatten`` and ``dropout`` are themselves. A layer followed directly by batch norm has no
+bias (the norm's beta takes its place). The softmax of the last dense
 layer is fused with the loss, so ``forward`` returns logits.
 
 Every parameter array is a view into ``flat_params`` (gradients into ``flat_grads``), so an
@@ -64,6 +65,19 @@ def _fusable(conv: LayerSpec, pool: LayerSpec | None) -> bool:
     )
 
 
+def _has_bias(spec: ConvSpec | DenseSpec) -> bool:
+    """A bias right before batch norm is redundant (beta shifts the same way); before an
+    activation it is not."""
+    return not spec.batch_norm or spec.activation_before_bn
+
+
+def _norm_and_activation(spec: ConvSpec | DenseSpec, base: str, dtype) -> list[Layer]:
+    """``[BatchNorm] [ReLU]``, or ``[ReLU] [BatchNorm]`` with ``activation_before_bn``."""
+    norm = [BatchNorm(f"{base}_bn", dtype=dtype)] if spec.batch_norm else []
+    act = [ReLU(f"{base}_relu")] if spec.activation == "relu" else []
+    return [*act, *norm] if spec.activation_before_bn else [*norm, *act]
+
+
 def build_layers(
     arch: Sequence[LayerSpec], seed: int, dtype=np.float32, fuse: bool = True
 ) -> tuple[list[Layer], np.random.Generator]:
@@ -93,19 +107,13 @@ def build_layers(
             base = name("conv")
             layers.append(
                 Conv2D(base, spec.filters, spec.kernel, spec.stride, spec.padding,
-                       use_bias=not spec.batch_norm, l2=spec.l2, dtype=dtype)
+                       use_bias=_has_bias(spec), l2=spec.l2, dtype=dtype)
             )  # fmt: skip
-            if spec.batch_norm:
-                layers.append(BatchNorm(f"{base}_bn", dtype=dtype))
-            if spec.activation == "relu":
-                layers.append(ReLU(f"{base}_relu"))
+            layers += _norm_and_activation(spec, base, dtype)
         elif isinstance(spec, DenseSpec):
             base = name("dense")
-            layers.append(Dense(base, spec.units, use_bias=not spec.batch_norm, dtype=dtype))
-            if spec.batch_norm:
-                layers.append(BatchNorm(f"{base}_bn", dtype=dtype))
-            if spec.activation == "relu":
-                layers.append(ReLU(f"{base}_relu"))
+            layers.append(Dense(base, spec.units, use_bias=_has_bias(spec), dtype=dtype))
+            layers += _norm_and_activation(spec, base, dtype)
         elif isinstance(spec, PoolSpec):
             layers.append(MaxPool2D(name("pool"), spec.size, spec.stride, spec.padding))
         elif isinstance(spec, FlattenSpec):
