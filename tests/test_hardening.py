@@ -91,7 +91,7 @@ def test_keras_model_with_planted_cloudpickle_loads_without_running_it(store, tm
     for name in ("global_custom_objects.cloudpickle", "custom_objects.cloudpickle"):
         plant(folder / "data" / name, marker)
 
-    loaded = predict.load_uri(f"runs:/{run_id}/model")
+    loaded = predict.load_uri(f"runs:/{run_id}/keras_small_cnn")  # named after the preset
     preds, errors = predict.predict_files(loaded, [_digit_picture(tmp_path)])
     assert len(preds) == 1 and not errors
     assert not marker.exists()
@@ -130,7 +130,7 @@ def test_scratch_model_needing_unpickling_is_refused_unless_trusted(store, tmp_p
     pf |= {"loader_module": "mlflow.pyfunc.model", "python_model": "python_model.pkl"}
     (folder / "MLmodel").write_text(yaml.safe_dump(conf))
     plant(folder / "python_model.pkl", marker)
-    uri = f"runs:/{run_id}/model"
+    uri = f"runs:/{run_id}/scratch_cnn"  # the logged model is named after the preset
     assert predict.main(["--model", uri, str(_digit_picture(tmp_path))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--trust-pickle" in err[0] and "python_model.pkl" in err[0]

@@ -190,7 +190,8 @@ def test_workflow_reruns_one_model_and_reports_it_with_a_remote(tiny_built, tmp_
     summary = logs["summary"]
     assert "outputs and run cache pulled" in summary and "outputs and run cache pushed" in summary
     ran = re.search(r"Stages run: (.*?)\. Restored", summary).group(1)
-    assert set(ran.split(",")) == {"train@dense_mlp", "evaluate@dense_mlp", "plot"}
+    # and check_params, the one-second gate that reads every param
+    assert set(ran.split(",")) == {"check_params", "train@dense_mlp", "evaluate@dense_mlp", "plot"}
     assert "models.dense_mlp.train.learning_rate" in summary
     assert "metrics/dense_mlp.json" in summary
     assert fences_closed(summary)

@@ -136,11 +136,25 @@ def artifact_name(a: RunData, b: RunData) -> str:
     return f"{a.name}-{a.run_id[:8]}_vs_{b.name}-{b.run_id[:8]}.html"
 
 
+def to_indices(digits: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Digits as written by evaluate@ -> class indices 0..k-1 (-1 for a digit not among
+    ``classes``, which analyse reports)."""
+    lookup = np.full(256, -1, dtype=np.int64)
+    lookup[[int(c) for c in classes]] = np.arange(len(classes))
+    inside = (digits >= 0) & (digits < len(lookup))
+    return np.where(inside, lookup[np.clip(digits, 0, len(lookup) - 1)], -1)
+
+
 def build(spec_a: str, spec_b: str, root: Path = config.ROOT) -> report.Comparison:
     with tempfile.TemporaryDirectory(prefix="compare-") as tmp:
         a = fetch("A", spec_a, Path(tmp))
         b = fetch("B", spec_b, Path(tmp))
     classes = common_classes(a, b)
+    for run in (a, b):  # predictions.csv holds digits (0, 2, 5): the report counts in indices
+        run.actual, run.predicted = (
+            to_indices(run.actual, classes),
+            to_indices(run.predicted, classes),
+        )
     comparison = report.analyse(a, b, classes)
     dataset = a.tags.get("dataset") or b.tags.get("dataset")
     if dataset:

@@ -214,7 +214,8 @@ def analyse(a: RunData, b: RunData, classes: list[str]) -> Comparison:
         bad = (run.predicted < 0) | (run.predicted >= k) | (run.actual < 0) | (run.actual >= k)
         if bad.any():
             raise CompareError(
-                f"run {run.label} {run.short}: predictions hold class indices outside 0..{k - 1}"
+                f"run {run.label} {run.short}: predictions hold labels outside its classes "
+                f"{', '.join(classes)}"
             )
     cm_a, _ = confusion(a.actual, a.predicted, k)
     cm_b, _ = confusion(b.actual, b.predicted, k)
