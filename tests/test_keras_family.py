@@ -93,14 +93,14 @@ def test_epoch_batches_depend_only_on_seed_epoch_and_index():
     ("name", "kind"), [("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Adam)]
 )
 def test_optimizers(name, kind):
-    opt = keras_family.make_optimizer(model_params(optimizer=name, learning_rate=0.05).train)
+    opt = keras_family.keras_optimizer(model_params(optimizer=name, learning_rate=0.05).train)
     assert isinstance(opt, kind)
     assert float(opt.learning_rate.numpy()) == pytest.approx(0.05)
 
 
 def test_momentum_and_weight_decay():
     tp = model_params(optimizer="momentum", momentum=0.8, weight_decay=1e-4).train
-    opt = keras_family.make_optimizer(tp)
+    opt = keras_family.keras_optimizer(tp)
     assert isinstance(opt, keras.optimizers.SGD)
     assert opt.momentum == pytest.approx(0.8)
     assert opt.weight_decay == pytest.approx(1e-4)
@@ -261,7 +261,7 @@ def test_keras_schedule_is_the_numpy_formula(sched):
     schedule = keras_family.make_schedule(tp, steps_per_epoch=10)
     want = [float(learning_rate(sched, 0.003, s, 10, 4)) for s in range(41)]
     got = [float(keras.ops.convert_to_numpy(schedule(s))) for s in range(41)]
-    opt = keras_family.make_optimizer(tp, steps_per_epoch=10)
+    opt = keras_family.keras_optimizer(tp, steps_per_epoch=10)
     assert float(keras.ops.convert_to_numpy(opt.learning_rate)) == pytest.approx(want[0])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
     assert max(want) == pytest.approx(0.003, rel=1e-6)

@@ -412,7 +412,7 @@ def test_mlflow_models_serve_answers(pictures, store, tmp_path):
             assert time.monotonic() < deadline, "server did not answer /ping in 180 s"
             time.sleep(1.0)
         files, _ = predict.collect([pictures])
-        _, x, errors = predict.prepare(files)
+        _, x, errors = predict.read_pictures(files)
         assert not errors
         status, body = _http(
             f"{base}/invocations", json.dumps({"inputs": x.tolist()}).encode(), timeout=60

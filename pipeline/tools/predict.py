@@ -248,7 +248,7 @@ def collect(args: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, st
     return unique, errors
 
 
-def prepare(paths: Sequence[Path]) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
+def read_pictures(paths: Sequence[Path]) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
     """Read and preprocess each file; the readable ones, their (N, 28, 28, 1) arrays and
     the (path, message) of the others."""
     ok: list[Path] = []
@@ -295,7 +295,7 @@ def predict_files(
 ) -> tuple[list[Prediction], list[tuple[Path, str]]]:
     """Predict every picture in ``args`` (files or folders); (predictions, errors)."""
     files, errors = collect(args)
-    ok, x, bad = prepare(files)
+    ok, x, bad = read_pictures(files)
     errors += bad
     if not ok:
         return [], errors

@@ -205,7 +205,7 @@ def make_schedule(tp: TrainParams, steps_per_epoch: int) -> custom_layers.Params
     )  # fmt: skip
 
 
-def make_optimizer(tp: TrainParams, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
+def keras_optimizer(tp: TrainParams, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
     """The optimizer of ``tp``; its rate follows ``tp.lr_schedule`` step by step when set."""
     decay = tp.weight_decay or None
     lr = make_schedule(tp, steps_per_epoch) or tp.learning_rate
@@ -226,7 +226,7 @@ def build(
         raise ValueError(f"family {mp.family!r} is not built by Keras")
     model = build_keras_model(mp.arch, input_shape, seed=seed, custom=mp.family == "custom")
     model.compile(
-        optimizer=make_optimizer(mp.train, steps_per_epoch),
+        optimizer=keras_optimizer(mp.train, steps_per_epoch),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=False,  # XLA trains this CPU's convolutions about 6x slower
