@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import precision_recall_fscore_support
 
+from pipeline.report import figures
 from pipeline.report.metrics import confusion
 
 MAX_THUMBNAILS = 120  # per grid; the JSON block lists every index
@@ -286,27 +287,6 @@ def curves_figure(a: RunData, b: RunData) -> Figure | None:
     return fig
 
 
-def confusion_figure(counts: np.ndarray, classes: list[str], title: str) -> Figure:
-    k = len(classes)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * k, 1.0 + 0.45 * k))
-    sns.heatmap(
-        counts,
-        annot=True,
-        fmt="d",
-        cmap="Blues",
-        cbar=False,
-        square=True,
-        ax=ax,
-        xticklabels=classes,
-        yticklabels=classes,
-        annot_kws={"size": 8},
-    )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    ax.set_title(title, fontsize=10)
-    return fig
-
-
 def diff_figure(diff: np.ndarray, classes: list[str], title: str) -> Figure:
     """B − A as a diverging heatmap centred on 0, signed counts in the cells. On the
     diagonal more is better (blue), off it fewer is better (so red off-diagonal = B worse)."""
@@ -458,12 +438,12 @@ def _curves_section(c: Comparison) -> str:
 def _confusion_section(c: Comparison) -> str:
     figs = [
         _img(
-            _png(confusion_figure(c.confusion_a, c.classes, f"A: {c.a.short}")),
+            _png(figures.confusion_heatmap(c.confusion_a, c.classes, f"A: {c.a.short}")),
             "confusion matrix of A",
             "confusion-a",
         ),
         _img(
-            _png(confusion_figure(c.confusion_b, c.classes, f"B: {c.b.short}")),
+            _png(figures.confusion_heatmap(c.confusion_b, c.classes, f"B: {c.b.short}")),
             "confusion matrix of B",
             "confusion-b",
         ),
