@@ -32,6 +32,7 @@ import math
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -735,8 +736,13 @@ def log_prepared_inputs(dataset: str, data_dir: Path, root: Path = config.ROOT) 
     """The prepared splits as the run's MLflow datasets (the "Datasets" column of the UI):
     name ``<dataset>/<split>``, source the split's path in the checkout, digest its DVC md5,
     context the split; the folder's DVC hash rides along as a tag."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.dataset_source_registry import get_registered_sources
     from mlflow.data.meta_dataset import MetaDataset
+
+    # The local-file source class, built directly: resolving a path by name
+    # (resolve_dataset_source) warns "can be interpreted in multiple ways" on every run, as
+    # MLflow 3.17 registers LocalArtifactDatasetSource twice.
+    local = next(s for s in get_registered_sources() if s._get_source_type() == "local")
 
     folder_md5 = dataset_hash(dataset, root) or ""
     for split in config.SPLITS:
@@ -746,7 +752,7 @@ def log_prepared_inputs(dataset: str, data_dir: Path, root: Path = config.ROOT) 
         except ValueError:
             rel = path
         ds = MetaDataset(
-            source=resolve_dataset_source(str(rel)),
+            source=local(str(rel)),
             name=f"{dataset}/{split}",
             digest=file_md5(path),
         )
@@ -819,9 +825,29 @@ def _accuracy(version) -> float | None:
         return None
 
 
+def registry_lock(preset: str, uri: str | None = None) -> FileLock:
+    """An exclusive lock for moving ``preset``'s champion in the store ``uri``: MLflow has no
+    compare-and-set for aliases, so two ``plot`` stages at once (``dvc queue start -j 2``) could
+    each read the champion, and the slower one put back a worse version than the faster one
+    set. The lock lives in the system's temp folder, keyed by store and model, so it serialises
+    every process of this machine (queued experiments run in copies of the repo); promotions
+    from two machines at the same instant are not serialised."""
+    uri = uri or mlflow.get_tracking_uri()
+    key = hashlib.sha256(f"{uri}\0{preset}".encode()).hexdigest()[:20]
+    folder = Path(tempfile.gettempdir()) / "pipeline-registry-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / f"{key}.lock"))
+
+
 def promote(client, preset: str, run_id: str) -> str:
     """Move alias ``champion`` of ``preset`` to the version ``run_id`` registered, only when
-    its test accuracy beats the champion's (ties keep the champion); one line saying why."""
+    its test accuracy beats the champion's (ties keep the champion); one line saying why.
+    Read, compare and move happen under :func:`registry_lock`."""
+    with registry_lock(preset, client.tracking_uri):
+        return _promote(client, preset, run_id)
+
+
+def _promote(client, preset: str, run_id: str) -> str:
     candidate = run_version(client, preset, run_id)
     if candidate is None:
         return f"{preset}: run {run_id} registered no version; champion unchanged"
