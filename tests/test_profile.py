@@ -5,8 +5,10 @@ from __future__ import annotations
 import shlex
 import shutil
 
+import pytest
 import yaml
 
+from pipeline.core import params
 from pipeline.tools import profile
 
 from .conftest import REPO
@@ -49,3 +51,30 @@ def test_unknown_profile_is_one_line(capsys):
     assert profile.main(["nosuch"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("profile: error: ") and "\n" not in err and "tiny" in err
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "profiles").glob("*.yaml")))
+def test_every_profile_applies_and_reads_back_the_same(tmp_path, name):
+    """Each shipped profile writes a params.yaml that PyYAML (the stages) and the schema read
+    back as the merged values: full.yaml's ``min_lr: 0.00001`` once came back from the
+    round trip as ``1e-05``, a string to YAML 1.1, and the profile refused to apply."""
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
+    merged = profile.apply(name, root=tmp_path)
+    written = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert written == merged
+    params.parse(written)  # the schema accepts what was written
+
+
+def test_small_floats_stay_floats(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "profiles" / "p.yaml").write_text(
+        "models:\n  keras_cnn:\n    train:\n      lr_schedule: null\n"
+        "      reduce_lr: {factor: 0.2, patience: 3, min_lr: 0.00001}\n"
+    )
+    profile.apply("p", root=tmp_path)
+    text = (tmp_path / "params.yaml").read_text()
+    assert "reduce_lr: {factor: 0.2, patience: 3, min_lr: 1.0e-05}" in text
+    reduce_lr = yaml.safe_load(text)["models"]["keras_cnn"]["train"]["reduce_lr"]
+    assert reduce_lr["min_lr"] == 1e-5 and isinstance(reduce_lr["min_lr"], float)

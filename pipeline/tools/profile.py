@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -44,7 +45,20 @@ def _round_trip():
     rt.representer.add_representer(
         type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
     )
+    rt.representer.add_representer(float, _represent_float)
     return rt
+
+
+def _represent_float(representer, value: float):
+    """Floats as PyYAML (YAML 1.1, what the stages read) also reads floats: ruamel writes
+    0.00001 as ``1e-05``, which YAML 1.1 reads as a string; ``1.0e-05`` is a float to both."""
+    if not math.isfinite(value):
+        return representer.represent_float(value)  # .inf / .nan, read alike by both
+    text = repr(value)
+    if "e" in text and "." not in text.split("e")[0]:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}.0e{exponent}"
+    return representer.represent_scalar("tag:yaml.org,2002:float", text)
 
 
 def merge_in_place(base: Any, overlay: Any) -> None:
@@ -53,8 +67,24 @@ def merge_in_place(base: Any, overlay: Any) -> None:
     for key, value in overlay.items():
         if key in base and isinstance(base[key], dict) and isinstance(value, dict):
             merge_in_place(base[key], value)
-        else:
+        elif key in base:
             base[key] = value
+        else:  # a new key goes last: what followed the old last one (blank line) follows it
+            last = next(reversed(base), None) if len(base) else None
+            base[key] = _flow(value)  # one line, as params.yaml writes its small mappings
+            after = base.ca.items.pop(last, None) if last is not None else None
+            if after is not None:
+                base.ca.items[key] = after
+
+
+def _flow(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    from ruamel.yaml.comments import CommentedMap
+
+    flow = CommentedMap((k, _flow(v)) for k, v in value.items())
+    flow.fa.set_flow_style()
+    return flow
 
 
 def set_flags(overlay: Any, prefix: str = "") -> list[str]:
