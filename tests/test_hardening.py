@@ -269,6 +269,28 @@ def test_bad_params_keep_the_previous_model_under_dvc_repro(project):
     assert "changed" not in out.stdout
 
 
+@pytest.mark.slow
+def test_failed_train_under_dvc_repro_puts_the_previous_model_back(project):
+    """DVC removes a stage's outs before running it: a train that then fails (here the
+    tracking server is unreachable) must leave models/<m> as it was, from DVC's cache."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed when the block ends
+    model = project / "models" / "dense_mlp"
+    before = _tree(model)
+    env = plain_env(MLFLOW_TRACKING_URI=dead, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    out = sh([".venv/bin/dvc", "repro", "-s", "-f", "train@dense_mlp"], project, env, False)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0, log
+    assert f"train@dense_mlp: error: MLflow tracking server {dead} is unreachable" in log, log
+    assert "train@dense_mlp: models/dense_mlp: restored from DVC's cache" in log, log
+    assert "Traceback" not in log
+    assert _tree(model) == before
+    assert not list((project / "models").glob(".*.tmp"))  # no temporaries left
+    status = sh([".venv/bin/dvc", "status", "train@dense_mlp"], project, plain_env())
+    assert "models/dense_mlp" not in status.stdout, status.stdout
+
+
 # --------------------------------------------------------------------------- concurrency
 
 

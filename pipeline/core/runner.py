@@ -68,6 +68,20 @@ def clean_up(stage: str, params: params_mod.Params, name: str | None) -> None:
         )
 
 
+def _restore_outs(label: str) -> None:
+    """After a failure under ``dvc repro``: DVC removed the stage's outs before running it;
+    put the previous ones back from its cache (pipeline/core/dvc_outs.py), one line each.
+    A failure here is reported and never hides the stage's own error."""
+    try:
+        from pipeline.core.dvc_outs import restore_removed_outs
+
+        lines = restore_removed_outs()
+    except Exception as exc:  # the stage's own error is the one that matters
+        lines = [f"previous outputs not restored ({type(exc).__name__}: {exc})"]
+    for line in lines:
+        print(f"{label}: {line}", file=sys.stderr)
+
+
 def _terminate(signum, frame) -> None:
     raise Terminated()
 
@@ -104,11 +118,16 @@ def run_stage(
             summary = body(params)
     except EXPECTED as exc:
         print(f"{label}: error: {exc}", file=sys.stderr)
+        _restore_outs(label)
         return 1
     except KeyboardInterrupt as exc:
         how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         print(f"{label}: interrupted ({how}); previous outputs kept", file=sys.stderr)
+        _restore_outs(label)
         return 143 if isinstance(exc, Terminated) else 130
+    except BaseException:
+        _restore_outs(label)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"{label}: {summary}")
