@@ -291,6 +291,60 @@ def test_failed_train_under_dvc_repro_puts_the_previous_model_back(project):
     assert "models/dense_mlp" not in status.stdout, status.stdout
 
 
+@pytest.mark.slow
+def test_failed_evaluate_puts_back_its_plots_and_metrics(tiny_built, tmp_path):
+    """evaluate@'s outs (plots/<m>/..., metrics/<m>.json) come back when evaluate fails on a
+    truncated model, byte for byte."""
+    from pipeline.tools import workspace
+
+    project = copy_tiny(tiny_built, tmp_path / "p")
+    workspace.commit_all(project, "tiny outputs")  # dvc.lock and metrics, as a user commits
+    plots, metrics = project / "plots" / "dense_mlp", project / "metrics" / "dense_mlp.json"
+    before = (_tree(plots), metrics.read_bytes())
+    model = project / "models" / "dense_mlp" / "model.keras"
+    model.chmod(0o644)
+    model.write_bytes(model.read_bytes()[:1000])  # a truncated model: evaluate fails on it
+    env = plain_env()
+    out = sh([".venv/bin/dvc", "repro", "-s", "-f", "evaluate@dense_mlp"], project, env, False)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0 and "evaluate@dense_mlp: error: " in log, log
+    assert "evaluate@dense_mlp: plots/dense_mlp/images: restored from DVC's cache" in log, log
+    assert "evaluate@dense_mlp: metrics/dense_mlp.json: restored from" in log, log
+    assert "Traceback" not in log
+    assert (_tree(plots), metrics.read_bytes()) == before
+    assert sh(["git", "status", "--porcelain"], project, env).stdout == ""
+
+
+def test_an_output_dvc_does_not_cache_comes_back_from_git_head(tmp_path):
+    """`cache: false` outputs (metrics/*.json) are kept in git: restored from HEAD when its
+    md5 is the one dvc.lock records, and named, never guessed, when it is not."""
+    import hashlib
+
+    from pipeline.core import dvc_outs
+
+    (tmp_path / "metrics").mkdir()
+    good = b'{"accuracy": 0.99}\n'
+    (tmp_path / "metrics" / "m.json").write_bytes(good)
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "metrics")
+    (tmp_path / "metrics" / "m.json").unlink()  # what DVC does before running the stage
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    out = {"path": "metrics/m.json", "md5": hashlib.md5(good).hexdigest()}
+    assert dvc_outs.restore(tmp_path, out, cache) == "metrics/m.json: restored from git (HEAD)"
+    assert (tmp_path / "metrics" / "m.json").read_bytes() == good
+    (tmp_path / "metrics" / "m.json").unlink()
+    other = {"path": "metrics/m.json", "md5": "0" * 32}  # HEAD has another version
+    assert "not restored" in dvc_outs.restore(tmp_path, other, cache)
+    assert not (tmp_path / "metrics" / "m.json").exists()
+
+
+def _git(root: Path, *args: str) -> None:
+    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", *ident, *args], cwd=root, check=True, capture_output=True)
+
+
 # --------------------------------------------------------------------------- concurrency
 
 

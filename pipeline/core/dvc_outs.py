@@ -10,20 +10,23 @@ records it: the previous complete output, byte for byte, as ``dvc checkout`` wou
 
 Only outs that are missing are restored, into a hidden temporary beside them renamed into
 place, so a kill during the restore leaves debris that the next run removes, never a
-half-restored output. A cache without the entry (never committed, ``dvc gc``) is said in
-one line.
+half-restored output. Outputs DVC does not cache (``cache: false``: metrics/*.json, kept
+in git) come back from git HEAD when their md5 is the recorded one. An output found in
+neither (``dvc gc``, never committed) is named in one line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
 
-from pipeline.core.io import atomic_dir, atomic_save
+from pipeline.core.io import atomic_dir, atomic_save, atomic_write
 
 
 def locked_outs(root: Path, stage: str) -> list[dict]:
@@ -45,6 +48,18 @@ def cache_files(root: Path) -> Path:
         return Path(repo.cache.local.path)
 
 
+def _from_git(root: Path, rel: str, md5: str) -> bytes | None:
+    """The bytes of ``rel`` at git HEAD when their md5 is the one dvc.lock records."""
+    proc = subprocess.run(
+        ["git", "-C", str(root), "show", f"HEAD:{rel}"], capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        return None
+    return (
+        proc.stdout if hashlib.md5(proc.stdout, usedforsecurity=False).hexdigest() == md5 else None
+    )
+
+
 def _cached(cache: Path, md5: str) -> Path:
     return cache / md5[:2] / md5[2:]
 
@@ -55,7 +70,11 @@ def restore(root: Path, out: dict, cache: Path) -> str:
     md5 = out["md5"]
     obj = _cached(cache, md5)
     if not obj.is_file():
-        return f"{out['path']}: not in DVC's cache ({md5}); run `dvc pull` or `dvc repro`"
+        committed = None if md5.endswith(".dir") else _from_git(root, out["path"], md5)
+        if committed is not None:  # a `cache: false` output kept in git (metrics/*.json)
+            atomic_write(path, committed)
+            return f"{out['path']}: restored from git (HEAD)"
+        return f"{out['path']}: not restored, neither DVC's cache nor git HEAD has it ({md5})"
     if not md5.endswith(".dir"):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(path, lambda tmp: shutil.copyfile(obj, tmp))
