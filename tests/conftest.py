@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +51,11 @@ def synthetic_raw(tmp_path) -> Path:
 
 # --------------------------------------------------------------------------- tiny project
 # One real `dvc repro` of the whole pipeline on the tiny profile, in a copy of the project,
-# built once per test session and shared by the pytest-xdist workers (the first to ask builds
-# it under a file lock, the others wait). Tests that change things work on their own copy.
+# built once per test session and shared by the pytest-xdist workers. It takes minutes, so it
+# runs in the background: as soon as a worker has collected tests that need it, the first
+# such worker starts the build (under a file lock) and the test files that do not need it
+# are run first; `tiny_built` waits for the build. Tests that change things work on their
+# own copy.
 
 PLAIN_PATH = "/usr/local/bin:/usr/bin:/bin"  # what a shell that activated nothing has
 
@@ -91,21 +97,100 @@ def build_tiny(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def tiny_built(tmp_path_factory) -> Path:
-    """The shared tiny project, after its `dvc repro`: read it, never change it."""
+def _shared_dir(config: pytest.Config) -> Path:
+    """This session's own temp folder, common to its xdist workers (each has base/../gwN)."""
+    base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+_BUILD = (
+    "import sys; from pathlib import Path; from tests.conftest import build_tiny; "
+    "build_tiny(Path(sys.argv[1]))"
+)
+_builder: subprocess.Popen | None = None  # the build this process started, if any
+
+
+def _start_tiny_build(shared: Path) -> None:
+    """Start the tiny build in the background unless it is built or being built."""
+    global _builder
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    # this session's own folder, common to its xdist workers (each has base/../popen-gwN)
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     dest = shared / "tiny-built"
     with FileLock(str(shared / "tiny-built.lock")):
-        if not (dest / ".repro.log").is_file():
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir()
-            build_tiny(dest)
-    return dest
+        if (shared / "tiny-built.rc").exists() or (shared / "tiny-built.pid").exists():
+            return
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir()
+        rc = shared / "tiny-built.rc"
+        wrapper = '"$0" -c "$1" "$2"; echo $? > "$3"'  # the exit code, once it is known
+        with (shared / "tiny-built.log").open("w") as log:  # the child keeps its own copy
+            _builder = subprocess.Popen(
+                ["bash", "-c", wrapper, sys.executable, _BUILD, str(dest), str(rc)],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopped as one
+            )
+        (shared / "tiny-built.pid").write_text(str(_builder.pid))
+
+
+def _needs_tiny(item: pytest.Item) -> bool:
+    return "tiny_built" in getattr(item, "fixturenames", ())
+
+
+# Files that need the tiny project, longest first (measured with --durations), so that the
+# last file a worker takes is a short one.
+_TINY_ORDER = ("test_e2e_dvc.py", "test_server.py", "test_remote.py", "test_hardening.py",
+               "test_compare.py", "test_workflow.py")  # fmt: skip
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: only the tests that run
+def pytest_collection_modifyitems(session: pytest.Session, config, items) -> None:
+    """Start the tiny build when a collected test needs it, and run the test files that do
+    not need it first (with --dist loadfile and --no-loadscope-reorder, xdist hands out
+    files in this order)."""
+    tiny_files = {item.path.name for item in items if _needs_tiny(item)}
+    if not tiny_files:
+        return
+    _start_tiny_build(_shared_dir(config))
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        if name not in tiny_files:
+            return (0, 0)
+        return (1, _TINY_ORDER.index(name) if name in _TINY_ORDER else len(_TINY_ORDER))
+
+    items.sort(key=rank)  # stable: the order inside a file is kept
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A build this process started ends with the session: waited for when other workers
+    may still need it, stopped (its whole process group) when the session was interrupted."""
+    if _builder is None or _builder.poll() is not None:
+        return
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        os.killpg(_builder.pid, signal.SIGTERM)
+    try:
+        _builder.wait(timeout=1800)
+    except subprocess.TimeoutExpired:
+        os.killpg(_builder.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def tiny_built(request: pytest.FixtureRequest) -> Path:
+    """The shared tiny project, after its `dvc repro`: read it, never change it."""
+    shared = _shared_dir(request.config)
+    _start_tiny_build(shared)  # no-op when collection started it
+    rc_file, deadline = shared / "tiny-built.rc", time.monotonic() + 1800
+    while not rc_file.exists() or not rc_file.read_text().strip():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the tiny build did not finish in 30 minutes: {shared}")
+        time.sleep(1)
+    if rc_file.read_text().strip() != "0":
+        log = (shared / "tiny-built.log").read_text()
+        code = rc_file.read_text().strip()
+        raise AssertionError(f"the tiny build failed (exit {code}):\n{log[-4000:]}")
+    return shared / "tiny-built"
 
 
 def copy_tiny(built: Path, dest: Path) -> Path:

@@ -164,21 +164,23 @@ def test_second_repro_does_nothing(project):
 
 def test_param_change_reruns_only_the_affected_stages(project):
     root, env, _ = project
-    _sh(
-        ["bin/dvc", "exp", "run", "-S", "models.dense_mlp.train.learning_rate=0.02"],
+    out = _sh(
+        ["bin/dvc", "exp", "run", "-S", "models.dense_mlp.train.learning_rate=0.005"],
         root,
         env,
-    )
-    again = _sh(["bin/dvc", "repro"], root, env)  # the exp changed params in place
+    ).stdout
+    # check_params reads all of params.yaml: it reruns (a second) and its stamp is unchanged
+    assert stages_run(out) == {"check_params", "train@dense_mlp", "evaluate@dense_mlp", "plot"}
+    assert (
+        yaml.safe_load((root / "params.yaml").read_text())["models"]["dense_mlp"]["train"][
+            "learning_rate"
+        ]
+        == 0.005
+    )  # the exp changed params in place
+    again = _sh(["bin/dvc", "repro"], root, env)
     assert stages_run(again.stdout) == set()
     proc = _sh(["bin/dvc", "exp", "show", "--json"], root, env)
     assert "dense_mlp" in proc.stdout
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["models"]["dense_mlp"]["train"]["learning_rate"] = 0.005
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _sh(["bin/dvc", "repro"], root, env).stdout
-    # check_params reads all of params.yaml: it reruns (a second) and its stamp is unchanged
-    assert stages_run(out) == {"check_params", "train@dense_mlp", "evaluate@dense_mlp", "plot"}
     shown = _sh(["bin/dvc", "metrics", "show", "--json"], root, env).stdout
     assert "metrics/dense_mlp.json" in shown
 
