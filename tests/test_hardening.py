@@ -321,13 +321,13 @@ def test_an_output_dvc_does_not_cache_comes_back_from_git_head(tmp_path):
     import hashlib
 
     from pipeline.core import dvc_outs
+    from pipeline.tools import workspace
 
     (tmp_path / "metrics").mkdir()
     good = b'{"accuracy": 0.99}\n'
     (tmp_path / "metrics" / "m.json").write_bytes(good)
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "commit", "-qm", "metrics")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    workspace.commit_all(tmp_path, "metrics")
     (tmp_path / "metrics" / "m.json").unlink()  # what DVC does before running the stage
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -338,11 +338,6 @@ def test_an_output_dvc_does_not_cache_comes_back_from_git_head(tmp_path):
     other = {"path": "metrics/m.json", "md5": "0" * 32}  # HEAD has another version
     assert "not restored" in dvc_outs.restore(tmp_path, other, cache)
     assert not (tmp_path / "metrics" / "m.json").exists()
-
-
-def _git(root: Path, *args: str) -> None:
-    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", *ident, *args], cwd=root, check=True, capture_output=True)
 
 
 # --------------------------------------------------------------------------- concurrency
