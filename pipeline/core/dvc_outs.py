@@ -28,13 +28,30 @@ import yaml
 
 from pipeline.core.io import atomic_dir, atomic_save, atomic_write
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 8x faster on dvc.lock
+_parsed: dict[tuple, dict] = {}
+
+
+def lock_stages(root: Path) -> dict:
+    """The ``stages`` of ``<root>/dvc.lock`` ({} when there is none), parsed once per
+    version of the file: train@ and evaluate@ read it four times each (git status, dataset
+    hash, source label, outs), and the pure-Python parser took 0.25 s a read on the tiny
+    profile's 42 kB lock file. Read it, never change it. Raises yaml.YAMLError."""
+    lock = root / "dvc.lock"
+    try:
+        st = lock.stat()
+    except FileNotFoundError:
+        return {}
+    key = (str(lock.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _parsed:
+        _parsed.clear()
+        _parsed[key] = (yaml.load(lock.read_bytes(), Loader=_Loader) or {}).get("stages") or {}
+    return _parsed[key]
+
 
 def locked_outs(root: Path, stage: str) -> list[dict]:
     """The outs ``dvc.lock`` records for ``stage`` (its address, e.g. ``train@dense_mlp``)."""
-    lock = root / "dvc.lock"
-    if not lock.is_file():
-        return []
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    stages = lock_stages(root)
     entry = stages.get(stage.split(":", 1)[-1]) or {}
     return [o for o in entry.get("outs", []) if o.get("md5") and o.get("path")]
 

@@ -48,6 +48,7 @@ from filelock import FileLock
 from mlflow.models import infer_signature
 
 from pipeline.core import config
+from pipeline.core.dvc_outs import lock_stages
 
 T = TypeVar("T")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole pipeline package
@@ -179,11 +180,7 @@ def repro_id() -> str | None:
 
 def dataset_hash(dataset: str, root: Path = config.ROOT) -> str | None:
     """The md5 DVC recorded for data/prepared/<dataset> in dvc.lock, if any."""
-    lock = root / "dvc.lock"
-    if not lock.is_file():
-        return None
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    for out in stages.get(f"prepare@{dataset}", {}).get("outs", []):
+    for out in lock_stages(root).get(f"prepare@{dataset}", {}).get("outs", []):
         return out.get("md5")
     return None
 
@@ -702,17 +699,15 @@ def git_status(root: Path = config.ROOT) -> str | None:
     outs it lists and the .gitignore files DVC writes beside them change during every
     `dvc repro` and do not make the tree dirty. None outside git."""
     excluded = {"dvc.lock"}
-    lock = root / "dvc.lock"
-    if lock.is_file():
-        try:
-            stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        except yaml.YAMLError:
-            stages = {}
-        for stage in stages.values():
-            for out in stage.get("outs", []) or []:
-                path = Path(str(out.get("path", "")))
-                if str(path) not in ("", "."):
-                    excluded |= {str(path), str(path.parent / ".gitignore")}
+    try:
+        stages = lock_stages(root)
+    except yaml.YAMLError:
+        stages = {}
+    for stage in stages.values():
+        for out in stage.get("outs", []) or []:
+            path = Path(str(out.get("path", "")))
+            if str(path) not in ("", "."):
+                excluded |= {str(path), str(path.parent / ".gitignore")}
     specs = [f":(exclude,top){p}" for p in sorted(excluded)]
     return _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *specs)
 
@@ -771,7 +766,9 @@ def log_images(folder: Path, names: tuple[str, ...] = ("confusion_matrix", "curv
             continue
         mlflow.log_artifact(str(path))
         with Image.open(path) as img:
-            mlflow.log_image(img.convert("RGB"), key=name, step=0)
+            # synchronous: MLflow's default queues the image's tag, and end_run then waits
+            # about a second for its logging thread (measured in evaluate@)
+            mlflow.log_image(img.convert("RGB"), key=name, step=0, synchronous=True)
 
 
 # --------------------------------------------------------------------------- model registry
@@ -917,13 +914,10 @@ def source_label(path: Path, root: Path = config.ROOT) -> str:
         rel = path.resolve().relative_to(root.resolve())
     except ValueError:
         return str(path)
-    lock = root / "dvc.lock"
-    if lock.is_file():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for stage in stages.values():
-            for out in stage.get("outs", []):
-                if rel.parts[: len(Path(out["path"]).parts)] == Path(out["path"]).parts:
-                    return f"{rel}, DVC output {out['path']} md5 {out.get('md5', '?')}"
+    for stage in lock_stages(root).values():
+        for out in stage.get("outs", []):
+            if rel.parts[: len(Path(out["path"]).parts)] == Path(out["path"]).parts:
+                return f"{rel}, DVC output {out['path']} md5 {out.get('md5', '?')}"
     return str(rel)
 
 
