@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
@@ -37,21 +37,39 @@ def curves(history: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def annotated_heatmap(
+    ax: Axes,
+    values: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    cmap: str,
+    vmin: float,
+    vmax: float,
+):
+    """A square cell per value with its label written in it (dark text on light cells,
+    white on dark ones), classes on both axes: seaborn's annotated heatmap in plain
+    matplotlib, which spares every evaluate@ and plot process seaborn's import (0.9 s)."""
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="equal")
+    k = len(classes)
+    ax.set_xticks(range(k), classes)
+    ax.set_yticks(range(k), classes)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    norm, colormap = image.norm, image.get_cmap()
+    for (i, j), value in np.ndenumerate(values):
+        r, g, b, _ = colormap(norm(value))
+        dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # perceived lightness of the cell
+        ax.text(j, i, labels[i, j], ha="center", va="center", fontsize=8,
+                color="white" if dark else "black")  # fmt: skip
+    return image
+
+
 def confusion_heatmap(counts: np.ndarray, class_names: list[str], title: str) -> Figure:
     k = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
-    sns.heatmap(
-        counts,
-        annot=True,
-        fmt="d",
-        cmap="Blues",
-        cbar=False,
-        square=True,
-        ax=ax,
-        xticklabels=class_names,
-        yticklabels=class_names,
-        annot_kws={"size": 8},
-    )
+    labels = counts.astype(int).astype(str)
+    annotated_heatmap(ax, counts, labels, class_names, "Blues", 0, max(1, int(counts.max())))
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(title)
@@ -115,7 +133,9 @@ def accuracy_bars(accuracy: dict[str, float]) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(items)))
     names = [k for k, _ in items]
     values = [100 * v for _, v in items]
-    sns.barplot(x=values, y=names, hue=names, ax=ax, palette="viridis", legend=False)
+    colours = plt.get_cmap("viridis")(np.linspace(0, 1, len(items)))
+    ax.barh(names, values, color=colours, height=0.8)
+    ax.invert_yaxis()  # best on top
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.2f}%", va="center", fontsize=9)
     low = min(values)

@@ -30,7 +30,6 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import precision_recall_fscore_support
@@ -295,21 +294,10 @@ def diff_figure(diff: np.ndarray, classes: list[str], title: str) -> Figure:
     limit = max(1, int(np.abs(diff).max()))
     labels = np.vectorize(lambda v: f"{v:+d}" if v else "0")(diff)
     fig, ax = plt.subplots(figsize=(1.8 + 0.5 * k, 1.0 + 0.45 * k))
-    sns.heatmap(
-        signed,
-        annot=labels,
-        fmt="",
-        cmap="RdBu",  # symmetric limits centre it on 0 (seaborn's center= warns)
-        vmin=-limit,
-        vmax=limit,
-        square=True,
-        ax=ax,
-        xticklabels=classes,
-        yticklabels=classes,
-        annot_kws={"size": 8},
-        cbar_kws={"ticks": [-limit, 0, limit]},
-    )
-    ax.collections[0].colorbar.set_ticklabels(["B worse", "same", "B better"])
+    # symmetric limits centre the diverging colours on 0
+    image = figures.annotated_heatmap(ax, signed, labels, classes, "RdBu", -limit, limit)
+    bar = fig.colorbar(image, ax=ax, ticks=[-limit, 0, limit])
+    bar.set_ticklabels(["B worse", "same", "B better"])
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(title, fontsize=10)
