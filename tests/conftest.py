@@ -140,15 +140,18 @@ def _needs_tiny(item: pytest.Item) -> bool:
 
 # Files that need the tiny project, longest first (measured with --durations), so that the
 # last file a worker takes is a short one.
-_TINY_ORDER = ("test_e2e_dvc.py", "test_server.py", "test_remote.py", "test_hardening.py",
-               "test_compare.py", "test_workflow.py")  # fmt: skip
+_TINY_ORDER = ("test_e2e_dvc.py", "test_remote.py", "test_compare.py", "test_hardening.py",
+               "test_workflow.py")  # fmt: skip
+# Long files that do not need it: first of all, beside the build (the server tests build a
+# one-model project of their own: about 3 minutes on one worker).
+_FIRST = ("test_server.py",)
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection: only the tests that run
 def pytest_collection_modifyitems(session: pytest.Session, config, items) -> None:
     """Start the tiny build when a collected test needs it, and run the test files that do
-    not need it first (with --dist loadfile and --no-loadscope-reorder, xdist hands out
-    files in this order)."""
+    not need it first, the longest of them first of all (with --dist loadfile and
+    --no-loadscope-reorder, xdist hands out files in this order)."""
     tiny_files = {item.path.name for item in items if _needs_tiny(item)}
     if not tiny_files:
         return
@@ -157,8 +160,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config, items) -> Non
     def rank(item: pytest.Item) -> tuple[int, int]:
         name = item.path.name
         if name not in tiny_files:
-            return (0, 0)
-        return (1, _TINY_ORDER.index(name) if name in _TINY_ORDER else len(_TINY_ORDER))
+            return (0, 0) if name in _FIRST else (1, 0)
+        return (2, _TINY_ORDER.index(name) if name in _TINY_ORDER else len(_TINY_ORDER))
 
     items.sort(key=rank)  # stable: the order inside a file is kept
 

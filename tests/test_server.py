@@ -2,11 +2,12 @@
 and `mlflow server` with proxied artifacts, on free ports of 127.0.0.1, started by
 pipeline/tools/server.py (what `make server` runs) and stopped by pid.
 
-The tiny project (one dense_mlp model, to keep the module short) logs to the server: runs,
-the registry and the champion alias are read back through the server's REST API and from
-PostgreSQL itself; queued experiments, a server stopped during train@ and a PostgreSQL
-restart are exercised. Without PostgreSQL (and no root to install it) these tests skip,
-saying why.
+A one-model project (the tiny profile with dense_mlp and its dataset alone, built here
+from the first stage: it does not wait for the shared tiny build, so this module runs while
+that build does) logs to the server: runs, the registry and the champion alias are read back
+through the server's REST API and from PostgreSQL itself; a PostgreSQL restart, a server
+stopped during train@ and, on the restarted server, queued experiments are exercised.
+Without PostgreSQL (and no root to install it) these tests skip, saying why.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import yaml
 
 from pipeline.core.tracking import file_md5
 from pipeline.tools import server as server_mod
+from pipeline.tools import workspace
 
-from .conftest import copy_tiny, plain_env, sh
+from .conftest import REPO, plain_env, sh
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 MODEL = "dense_mlp"  # the fastest preset of the tiny profile
@@ -119,9 +121,11 @@ def server():
 
 
 def only_model(root: Path, epochs: int | None = None) -> None:
-    """Keep MODEL alone in params.yaml (the plot compares it with itself)."""
+    """Keep MODEL and its dataset alone in params.yaml (the plot compares it with itself)."""
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["models"] = {MODEL: params["models"][MODEL]}
+    dataset = params["models"][MODEL]["dataset"]
+    params["datasets"] = {dataset: params["datasets"][dataset]}
     params["plot"]["compare_curves"] = [MODEL]
     if epochs is not None:
         params["models"][MODEL]["train"]["epochs"] = epochs
@@ -129,22 +133,21 @@ def only_model(root: Path, epochs: int | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tiny_built, tmp_path_factory):
-    """A copy of the tiny project with MODEL alone (its embedded store, registry and champion
-    included: tests/test_e2e_dvc.py and tests/test_predict.py cover those)."""
-    root = copy_tiny(tiny_built, tmp_path_factory.mktemp("server") / "proj")
+def project(tmp_path_factory):
+    """A copy of the project on the tiny profile with MODEL alone, committed; nothing run."""
+    root = tmp_path_factory.mktemp("server") / "proj"
+    root.mkdir()
+    workspace.copy_project(root, REPO)
+    sh(["bin/python", "-m", "pipeline.profile", "tiny"], root, plain_env())
     only_model(root)
-    sh(["git", "add", "-A"], root, plain_env())
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one model"], root,
-       plain_env())  # fmt: skip
+    workspace.commit_all(root, "tiny profile, one model")
     return root
 
 
 @pytest.fixture(scope="module")
 def on_server(server, project):
-    """The project's model trained, evaluated and plotted against the server."""
+    """The whole pipeline of the project (fetch to plot) run against the server."""
     env = plain_env(MLFLOW_TRACKING_URI=server.uri)
-    sh([str(BIN / "dvc"), "repro", "-s", "-f", f"train@{MODEL}"], project, env)
     out = sh([str(BIN / "dvc"), "repro"], project, env)
     return project, env, out.stdout + out.stderr
 
@@ -156,13 +159,13 @@ def predict(root: Path, env: dict, model: str, pictures: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def pictures(tiny_built, tmp_path_factory) -> Path:
+def pictures(on_server, tmp_path_factory) -> Path:
     """Three test digits of the model's dataset as PNG files named <digit>_<i>.png."""
     import numpy as np
     from PIL import Image
 
     folder = tmp_path_factory.mktemp("pictures")
-    data = tiny_built / "data" / "prepared" / "digits025"
+    data = on_server[0] / "data" / "prepared" / "digits025"
     classes = json.loads((data / "meta.json").read_text())["classes"]
     test = np.load(data / "test.npz")
     for i in range(3):
@@ -252,7 +255,59 @@ def test_postgresql_restart_loses_no_run(server, on_server):
     rest.post("runs/delete", {"run_id": run_id})
 
 
+def test_server_stopped_during_train_fails_the_stage_cleanly(server, on_server):
+    root, env, _ = on_server
+    rest = Rest(server.uri)
+    model_dir = root / "models" / MODEL
+    kept = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
+    before = {r["info"]["run_id"] for r in rest.runs()}
+    committed = (root / "params.yaml").read_bytes()
+    only_model(root, epochs=300)  # long enough to stop the server between two epochs
+    stage_env = env | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+    proc = subprocess.Popen(
+        [str(BIN / "dvc"), "repro", f"train@{MODEL}"],
+        cwd=root,
+        env=stage_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            new = [r for r in rest.runs() if r["info"]["run_id"] not in before]
+            if new and "val_accuracy" in run_data(new[0], "metrics"):
+                break  # training has logged an epoch
+            time.sleep(0.3)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        server.stop_mlflow()
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if server.mlflow_pid() is None:
+            server.start_mlflow()
+        (root / "params.yaml").write_bytes(committed)  # the next test queues experiments on them
+    assert proc.returncode != 0
+    line = f"train@{MODEL}: error: MLflow tracking server {server.uri} is unreachable"
+    assert line in out, out[-3000:]
+    assert "Traceback" not in out
+    # DVC removed models/<m> before running the stage; the failing stage put the previous
+    # complete model back from DVC's cache, byte for byte, with nothing half-written beside it
+    assert f"train@{MODEL}: models/{MODEL}: restored from DVC's cache" in out, out[-3000:]
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()} == kept
+    assert not list(model_dir.parent.glob(".*.tmp"))
+
+    # with the params back, the model's stages are up to date: nothing to rerun, nothing
+    # lost (check_params, which passed on the 300-epoch params, would check them again)
+    status = json.loads(sh([str(BIN / "dvc"), "status", "--json"], root, env).stdout)
+    assert set(status) <= {"check_params"}, status
+
+
 def test_two_queued_experiments_finish_on_the_server(server, on_server):
+    """After the previous test stopped and restarted the server: two experiments queued and
+    run by two DVC queue workers at once land there, each trained, evaluated, registered."""
     root, env, _ = on_server
     rest = Rest(server.uri)
     before = {r["info"]["run_id"] for r in rest.runs()}
@@ -286,53 +341,3 @@ def test_two_queued_experiments_finish_on_the_server(server, on_server):
     assert len(versions) == 3
     accuracy = {v["version"]: float(tags(v)["test_accuracy"]) for v in versions}
     assert accuracy[rest.champion(MODEL)["version"]] == max(accuracy.values())
-
-
-def test_server_stopped_during_train_fails_the_stage_cleanly(server, on_server):
-    root, env, _ = on_server
-    rest = Rest(server.uri)
-    model_dir = root / "models" / MODEL
-    kept = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
-    before = {r["info"]["run_id"] for r in rest.runs()}
-    only_model(root, epochs=300)  # long enough to stop the server between two epochs
-    env = env | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
-    proc = subprocess.Popen(
-        [str(BIN / "dvc"), "repro", f"train@{MODEL}"],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            new = [r for r in rest.runs() if r["info"]["run_id"] not in before]
-            if new and "val_accuracy" in run_data(new[0], "metrics"):
-                break  # training has logged an epoch
-            time.sleep(0.3)
-        assert proc.poll() is None, proc.communicate()[0][-3000:]
-        server.stop_mlflow()
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode != 0
-    line = f"train@{MODEL}: error: MLflow tracking server {server.uri} is unreachable"
-    assert line in out, out[-3000:]
-    assert "Traceback" not in out
-    # DVC removed models/<m> before running the stage; the failing stage put the previous
-    # complete model back from DVC's cache, byte for byte, with nothing half-written beside it
-    assert f"train@{MODEL}: models/{MODEL}: restored from DVC's cache" in out, out[-3000:]
-    assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()} == kept
-    assert not list(model_dir.parent.glob(".*.tmp"))
-
-    server.start_mlflow()
-    only_model(root, epochs=3)
-    done = sh([str(BIN / "dvc"), "repro"], root, env).stdout
-    assert f"Running stage 'train@{MODEL}'" in done and "Running stage 'plot'" in done
-    run_id = (model_dir / "mlflow_run_id").read_text().strip()
-    run = rest.get("runs/get", run_id=run_id)["run"]
-    assert run["info"]["status"] == "FINISHED"
-    assert "test_accuracy" in run_data(run, "metrics")
