@@ -107,6 +107,31 @@ def test_keras_model_with_planted_cloudpickle_loads_without_running_it(store, tm
     assert marker.exists()
 
 
+_MLFLOW_LOAD = """
+import sys, mlflow, numpy as np
+def load():
+    return mlflow.pyfunc.load_model("models:/custom_cnn@champion")
+try:
+    load()
+except TypeError as exc:
+    print("without the import:", "Could not locate class 'CustomConv2D'" in str(exc))
+import pipeline.models.custom_layers  # what the README says to do
+proba = np.asarray(load().predict(np.zeros((2, 28, 28, 1), np.float32)))
+print("with the import:", proba.shape, bool(np.allclose(proba.sum(axis=1), 1, atol=1e-4)))
+"""
+
+
+@pytest.mark.slow
+def test_custom_layer_model_loads_through_mlflow_after_the_readme_import(project):
+    """MLflow's own loader, in a fresh process outside the project, as the README shows: a
+    model with custom layers needs `import pipeline.models.custom_layers` (nothing pickled
+    with the model registers them), and then loads and predicts."""
+    env = plain_env(MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
+    out = sh([str(project / ".venv" / "bin" / "python"), "-c", _MLFLOW_LOAD], Path("/"), env)
+    assert "without the import: True" in out.stdout, out.stdout + out.stderr[-3000:]
+    assert "with the import: (2, 10) True" in out.stdout, out.stdout + out.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_scratch_model_needing_unpickling_is_refused_unless_trusted(store, tmp_path, capsys):
     marker = tmp_path / "scratch-payload-ran"
