@@ -314,7 +314,7 @@ def store(tmp_path_factory) -> dict:
         model = keras_family.load(out)
         with mlflow.start_run(tags={"dataset": "not_prepared_here"}) as run:
             mlflow.log_params({f"dataset.classes.{i}": c for i, c in enumerate(CLASSES)})
-            tracking.log_keras_model(model, x[:2])
+            keras_family.log_model(model, out, x[:2])
         version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "tiny-digits")
         mlflow.MlflowClient().set_registered_model_alias("tiny-digits", "champion", version.version)
         scratch_dir = folder / "scratch"

@@ -17,9 +17,11 @@ of the package that imports mlflow.
   version of registered model ``<model>``; evaluate@ tags it with ``test_accuracy``; plot
   moves alias ``champion`` to it only when it beats the champion.
 - Models are logged in their flavor with a signature and an input example: keras and custom
-  families through ``mlflow.tensorflow.log_model`` (``mlflow.keras.log_model`` with an input
+  families in the ``mlflow.tensorflow`` flavor (``mlflow.keras.log_model`` with an input
   example fails on MLflow 3.17 with Keras 3.15), with the ``pipeline`` package shipped beside
-  the model (``code_paths``) so that the custom layers load anywhere; the scratch family as a
+  the model (``code_paths``) and ``pipeline.models.mlflow_keras`` (named by the keras
+  family) as its ``keras_module``, so that MLflow's own loaders load the custom layers in
+  any process; the scratch family as a
   pyfunc wrapping its ``model.npz``. Requirements are pinned from the installed versions
   rather than inferred (inference loads the model again in a subprocess).
 """
@@ -398,14 +400,37 @@ def _no_global_custom_objects() -> Iterator[None]:
         registry.update(saved)
 
 
-def log_keras_model(model, example: np.ndarray) -> None:
+class _KerasFlavor:
+    """``mlflow.tensorflow`` that names ``keras_module`` as the model's Keras module: MLflow's
+    own loaders import it and call its ``models.load_model``, where ``tensorflow.keras`` (the
+    default) finds no custom layer the loading process has not imported itself."""
+
+    def __init__(self, keras_module: str):
+        self.keras_module = keras_module
+
+    def save_model(self, path, mlflow_model, **kwargs) -> None:
+        mlflow.tensorflow.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+        conf = mlflow_model.flavors["tensorflow"]
+        data = Path(path) / conf["data"]
+        (data / "keras_module.txt").write_text(self.keras_module)  # read by mlflow.pyfunc
+        conf["keras_module"] = self.keras_module  # read by mlflow.tensorflow.load_model
+        mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def log_keras_model(model, example: np.ndarray, keras_module: str) -> None:
     """Log a Keras model to the active run (tensorflow flavor, ``data/model.keras``), with no
-    pickle of custom objects."""
+    pickle of custom objects; MLflow's loaders load it through ``keras_module`` (a module of
+    the ``pipeline`` package, which is logged with the model)."""
+    from mlflow.models import Model
+
     proba = np.asarray(model.predict(example, verbose=0))
     with _no_global_custom_objects():
-        mlflow.tensorflow.log_model(
-            model,
+        Model.log(
+            artifact_path=None,
             name=model_name(),
+            flavor=_KerasFlavor(keras_module),
+            flavor_name="mlflow.tensorflow",
+            model=model,
             signature=infer_signature(example, proba),
             input_example=example,
             code_paths=[str(PACKAGE_DIR)],

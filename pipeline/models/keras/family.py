@@ -330,11 +330,16 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> n
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
+# The module MLflow's loaders import to load a logged model: it gives Keras the custom layers
+MLFLOW_KERAS_MODULE = "pipeline.models.mlflow_keras"
+
+
 def log_model(model: keras.Model, out_dir: Path, example: np.ndarray) -> None:
-    """Log ``model`` to the active MLflow run in the tensorflow flavor, with an input example."""
+    """Log ``model`` to the active MLflow run in the tensorflow flavor, with an input example;
+    MLflow loads it through ``MLFLOW_KERAS_MODULE``."""
     from pipeline.core import tracking
 
-    tracking.log_keras_model(model, example)
+    tracking.log_keras_model(model, example, MLFLOW_KERAS_MODULE)
 
 
 _CONV_TYPES = (keras.layers.Conv2D, custom_layers.CustomConv2D)
