@@ -21,9 +21,9 @@ of the package that imports mlflow.
   example fails on MLflow 3.17 with Keras 3.15), with the ``pipeline`` package shipped beside
   the model (``code_paths``) and ``pipeline.models.mlflow_keras`` (named by the keras
   family) as its ``keras_module``, so that MLflow's own loaders load the custom layers in
-  any process; the scratch family as a
-  pyfunc wrapping its ``model.npz``. Requirements are pinned from the installed versions
-  rather than inferred (inference loads the model again in a subprocess).
+  any process; the scratch family as a pyfunc wrapping its ``model.npz``. Requirements are
+  pinned from the installed versions rather than inferred (inference loads the model again
+  in a subprocess).
 """
 
 from __future__ import annotations
