@@ -37,9 +37,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-$(VEGA_TEMPLATE): $(STAMP) $(VEGA)/package-lock.json $(VEGA)/template.html pipeline/tools/plots_template.py
+$(VEGA_TEMPLATE): $(STAMP) $(VEGA)/package-lock.json $(VEGA)/template.html pipeline/devtools/plots_template.py
 	@if command -v npm >/dev/null; then \
-		(cd $(VEGA) && npm ci --silent --no-audit --no-fund) && $(BIN)/python -m pipeline.tools.plots_template; \
+		(cd $(VEGA) && npm ci --silent --no-audit --no-fund) && $(BIN)/python -m pipeline.devtools.plots_template; \
 	else \
 		echo "npm not found: \`dvc plots show\` pages will load Vega from a CDN (install node and npm, then make setup)"; \
 	fi
@@ -83,14 +83,14 @@ ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:$(PORT) (make 
 		--default-artifact-root "$(CURDIR)/mlartifacts"
 
 server: setup ## Start the team tracking server: MLflow on PostgreSQL at http://127.0.0.1:5001
-	$(BIN)/python -m pipeline.tools.server start
+	$(BIN)/python -m pipeline.server.cli start
 
 server-stop: ## Stop the tracking server and its PostgreSQL (by their pid files)
 	@test -x $(BIN)/python || { echo "no .venv: nothing was started"; exit 0; }
-	$(BIN)/python -m pipeline.tools.server stop
+	$(BIN)/python -m pipeline.server.cli stop
 
 verify-repro: setup ## Run the tiny pipeline twice from clean copies; fail unless metrics are identical
-	$(BIN)/python -m pipeline.tools.verify_repro --profile tiny
+	$(BIN)/python -m pipeline.devtools.verify_repro --profile tiny
 
 bench: setup ## Scratch vs Keras training speed on 12,000 prepared MNIST images (needs `make repro` data)
 	$(BIN)/python -m pipeline.bench scratch --json
@@ -103,7 +103,7 @@ compare: setup ## Compare two runs: make compare A=<run id|preset|preset@exp> B=
 	$(BIN)/python -m pipeline.compare "$(A)" "$(B)" $(if $(O),-o "$(O)")
 
 bench-keras: setup ## Keras/custom presets: the pipeline's feed vs a plain fit on arrays (last line JSON)
-	$(BIN)/python -m pipeline.tools.bench_keras
+	$(BIN)/python -m pipeline.devtools.bench_keras
 
 clean: ## Remove pipeline outputs (data, models, metrics, plots, reports) and caches, keep .venv and the MLflow store
 	rm -rf data/raw data/prepared models metrics plots reports .pytest_cache .ruff_cache

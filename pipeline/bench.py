@@ -1,8 +1,8 @@
-"""``python -m pipeline.bench``, a documented entry point: see pipeline/tools/bench.py."""
+"""``python -m pipeline.bench``, a documented entry point: see pipeline/devtools/bench.py."""
 
 import sys
 
-from pipeline.tools.bench import main
+from pipeline.devtools.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

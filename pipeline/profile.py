@@ -1,8 +1,8 @@
-"""``python -m pipeline.profile``, a documented entry point: see pipeline/tools/profile.py."""
+"""``python -m pipeline.profile``, a documented entry point: see pipeline/devtools/profile.py."""
 
 import sys
 
-from pipeline.tools.profile import main
+from pipeline.devtools.profile import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -86,7 +86,7 @@ def sh(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.C
 def build_tiny(dest: Path) -> Path:
     """Copy the project to ``dest``, apply the tiny profile, commit, `dvc repro`; the log of
     the repro is kept in ``dest/.repro.log``."""
-    from pipeline.tools import workspace
+    from pipeline.devtools import workspace
 
     workspace.copy_project(dest, REPO)
     env = plain_env()

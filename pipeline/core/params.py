@@ -184,7 +184,7 @@ LAYER_TYPES: dict[str, type[_Model]] = {c.model_fields["type"].default: c for c 
 
 
 class AugmentParams(_Model):
-    """Random rotation and shift, shared by every family (pipeline.core.augment)."""
+    """Random rotation and shift, shared by every family (pipeline.data.augment)."""
 
     rotation: Annotated[float, _in("[0, 180]")] = 10.0  # degrees, uniform in [-rot, rot]
     shift: Annotated[float, _in("[0, 0.5)")] = 0.1  # share of the side, uniform in [-s, s]
@@ -202,7 +202,7 @@ class ReduceLRParams(_Model):
 
 
 class LRScheduleParams(_Model):
-    """Learning rate as a function of the step (pipeline/models/lr_schedule.py); the peak is
+    """Learning rate as a function of the step (pipeline/models/schedule.py); the peak is
     ``train.learning_rate``. warmup_cosine: linear from 0 to the peak over warmup_epochs,
     then cosine down to final_lr. one_cycle: cosine from peak/25 up to the peak over
     warmup_epochs, then cosine down to final_lr. exponential: peak * decay_rate**epochs."""

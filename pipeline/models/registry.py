@@ -3,7 +3,7 @@
 Every family module offers the same functions: ``train(mp, train, val, *, seed, out_dir,
 on_epoch)`` -> history rows, ``load(out_dir)``, ``predict_proba(model, x)``,
 ``first_layer_kernels(model)``, ``feature_maps(model, x)`` and ``log_model(model, out_dir,
-example)`` (to the active MLflow run, through ``pipeline.core.tracking``).
+example)`` (to the active MLflow run, through ``pipeline.tracking``).
 Imports are lazy so that the scratch family never pulls in TensorFlow.
 """
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.core import config, runner, tracking
+from pipeline import tracking
+from pipeline.core import config, runner
 from pipeline.core.io import atomic_dir, atomic_write
 from pipeline.core.params import Params
 from pipeline.data.prepared import load_meta, load_split

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.core import config, runner, tracking
+from pipeline import tracking
+from pipeline.core import config, runner
 from pipeline.core import params as params_mod
 from pipeline.core.io import atomic_dir
 from pipeline.core.params import Params

@@ -31,7 +31,7 @@ from pipeline.core.params import (
     PoolSpec,
     check_arch,
 )
-from pipeline.models.custom_layers import (
+from pipeline.models.keras.layers import (
     CubicDense,
     CustomConv2D,
     CustomMaxPooling2D,

@@ -1,7 +1,7 @@
 """Train, save, load and inspect models of the ``keras`` and ``custom`` families.
 
 ``train`` is what the train stage calls: seeded and deterministic on CPU, the shared
-rotation/shift augmentation (pipeline.core.augment) applied a whole epoch at a time
+rotation/shift augmentation (pipeline.data.augment) applied a whole epoch at a time
 (``EpochArrays``: tf.data then feeds the batches at the speed of a fit on in-memory
 arrays), an optional per-step learning-rate schedule (``train.lr_schedule``), optional
 ReduceLROnPlateau / EarlyStopping(restore_best_weights) / best-model checkpoint from params,
@@ -21,11 +21,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.core.augment import augment
 from pipeline.core.io import BadModelFile
 from pipeline.core.params import AugmentParams, ModelParams, TrainParams
+from pipeline.data.augment import augment
 from pipeline.data.prepared import Split
-from pipeline.models import custom_layers
+from pipeline.models.keras import layers as custom_layers
 from pipeline.models.keras.build import build_keras_model
 
 MODEL_FILE = "model.keras"
@@ -306,7 +306,7 @@ def train(
 def load_file(path: Path) -> keras.Model:
     """A ``.keras`` file under Keras' safe mode: no Lambda layer or other deserialized code
     runs. The project's custom layers resolve by their import path (this module imports
-    ``pipeline.models.custom_layers``, which registers them), never from a pickle. A
+    ``pipeline.models.keras.layers``, which registers them), never from a pickle. A
     missing, truncated or refused file raises ``BadModelFile`` naming it."""
     path = Path(path)
     if not path.is_file():
@@ -337,7 +337,7 @@ MLFLOW_KERAS_MODULE = "pipeline.models.mlflow_keras"
 def log_model(model: keras.Model, out_dir: Path, example: np.ndarray) -> None:
     """Log ``model`` to the active MLflow run in the tensorflow flavor, with an input example;
     MLflow loads it through ``MLFLOW_KERAS_MODULE``."""
-    from pipeline.core import tracking
+    from pipeline import tracking
 
     tracking.log_keras_model(model, example, MLFLOW_KERAS_MODULE)
 

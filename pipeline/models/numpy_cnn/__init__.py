@@ -3,5 +3,5 @@
 ``layers`` (the plain layers: forward/backward with caches), ``fused`` (the fast
 conv-ReLU-pool path, apart from them), ``network`` (spec -> layers, flat parameters,
 save/load), ``optim`` (SGD, momentum, Adam), ``family`` (train/load/predict for the stages),
-``mlflow_pyfunc`` (the MLflow model, logged as code).
+``flavor`` (the MLflow model, logged as code).
 """

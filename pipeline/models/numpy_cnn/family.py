@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.core.augment import augment
 from pipeline.core.params import ModelParams, TrainParams
+from pipeline.data.augment import augment
 from pipeline.data.prepared import Split
-from pipeline.models.lr_schedule import learning_rate as scheduled_rate
 from pipeline.models.numpy_cnn.fused import ConvReLUPool
 from pipeline.models.numpy_cnn.layers import Conv2D
 from pipeline.models.numpy_cnn.network import Network
 from pipeline.models.numpy_cnn.optim import make_optimizer
+from pipeline.models.schedule import learning_rate as scheduled_rate
 
 MODEL_FILE = "model.npz"
 CHECKPOINT_FILE = "checkpoint.npz"  # the best model by validation loss (train.checkpoint)
@@ -216,10 +216,10 @@ def predict_proba(model: Network, x: np.ndarray, batch_size: int = 512) -> np.nd
 
 def log_model(model: Network, out_dir: Path, example: np.ndarray) -> None:
     """Log the saved ``model.npz`` to the active MLflow run, with an input example."""
-    from pipeline.core import tracking
+    from pipeline import tracking
 
     tracking.log_pyfunc_model(
-        Path(__file__).with_name("mlflow_pyfunc.py"),
+        Path(__file__).with_name("flavor.py"),
         {"model": Path(out_dir) / MODEL_FILE},
         example,
         predict_proba(model, example),

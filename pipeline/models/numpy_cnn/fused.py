@@ -4,7 +4,7 @@
 output into one layer: one im2col matrix product, the ReLU and the pool on the product's
 buffer, and a backward pass that routes the pooled gradient straight into the convolution's
 columns. It computes exactly what Conv2D -> ReLU -> MaxPool2D compute (checked against them
-and against central differences in tests/test_scratch_layers.py); ``network.py`` uses it
+and against central differences in tests/unit/models/test_scratch_layers.py); ``network.py`` uses it
 wherever the spec allows (``_fusable``).
 """
 

@@ -1,0 +1,2 @@
+"""The two-run comparison: ``python -m pipeline.compare A B`` (cli.py) and its HTML report
+(report.py)."""

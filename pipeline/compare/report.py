@@ -1,0 +1,564 @@
+"""The two-run comparison report: what changed between run A and run B, image by image.
+
+MLflow's compare view sets params and scalar metrics side by side. This report starts from
+each run's per-image test predictions (``evaluation/predictions.csv``: one row per test
+image, in the order of ``data/prepared/<dataset>/test.npz``) and shows which digits got
+better or worse and on which images: both confusion matrices and their difference, the
+per-class precision/recall/F1 deltas, thumbnails of the images B fixed and broke, and what
+both still get wrong. Params, test metrics, validation curves and provenance come from the
+runs themselves.
+
+``analyse`` computes every number (pure NumPy/scikit-learn, no MLflow: the caller fetches the
+runs, see pipeline/compare/cli.py); ``render`` writes one self-contained HTML page with the
+figures inline as PNG data URIs, and the numbers again as JSON in
+``<script id="compare-data">`` so that scripts and tests read what the page shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import precision_recall_fscore_support
+
+from pipeline.report import figures
+from pipeline.report.metrics import confusion
+
+MAX_THUMBNAILS = 120  # per grid; the JSON block lists every index
+MAX_SHARED_CONFUSIONS = 10
+CURVE_METRICS = ("val_loss", "val_accuracy")
+LOWER_IS_BETTER = ("loss", "errors")
+PROVENANCE_TAGS = (
+    ("preset", "preset"),
+    ("family", "family"),
+    ("dataset", "dataset"),
+    ("dataset_dvc_md5", "data hash (DVC md5)"),
+    ("git_commit", "git commit"),
+    ("git_dirty", "uncommitted changes"),
+    ("dvc_exp_name", "DVC experiment"),
+    ("repro_id", "dvc repro id"),
+)
+
+
+class CompareError(ValueError):
+    """The two runs cannot be compared; the message says why."""
+
+
+@dataclass
+class RunData:
+    """What the report needs of one run (fetched by pipeline/compare/cli.py)."""
+
+    label: str  # "A" or "B"
+    run_id: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, float]  # latest value of every metric
+    history: dict[str, list[tuple[int, float]]]  # CURVE_METRICS: (epoch, value)
+    actual: np.ndarray  # (N,) true class index of test image i
+    predicted: np.ndarray  # (N,) predicted class index
+    start_time: int | None = None  # ms since the epoch
+    store: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.tags.get("preset") or self.tags.get("mlflow.runName") or "?"
+
+    @property
+    def short(self) -> str:
+        return f"{self.name} ({self.run_id[:8]})"
+
+
+def classes_of(params: dict[str, str]) -> list[str] | None:
+    """The class list of a run's dataset from its flattened params (dataset.classes.<i>)."""
+    found = {}
+    prefix = "dataset.classes."
+    for key, value in params.items():
+        if key.startswith(prefix) and key[len(prefix) :].isdigit():
+            found[int(key[len(prefix) :])] = value
+    return [found[i] for i in sorted(found)] or None
+
+
+@dataclass
+class Comparison:
+    a: RunData
+    b: RunData
+    classes: list[str]
+    confusion_a: np.ndarray
+    confusion_b: np.ndarray
+    per_class: list[dict]  # sorted by |delta F1|, largest first
+    fixed: np.ndarray  # indices: A wrong, B right
+    broken: np.ndarray  # indices: A right, B wrong
+    both_wrong: np.ndarray  # indices: both wrong
+    shared_confusions: list[dict]  # (true, A, B, count), most common first
+    params_diff: list[tuple[str, str | None, str | None]]
+    metrics_rows: list[tuple[str, float | None, float | None]]
+    warnings: list[str] = field(default_factory=list)
+    images: np.ndarray | None = None  # (N, 28, 28[, 1]) in [0, 1], when available locally
+    images_note: str = ""
+
+    @property
+    def confusion_diff(self) -> np.ndarray:
+        return self.confusion_b - self.confusion_a
+
+    @property
+    def same_mistake(self) -> int:
+        idx = self.both_wrong
+        return int((self.a.predicted[idx] == self.b.predicted[idx]).sum())
+
+    def accuracy(self, run: RunData) -> float:
+        return float((run.actual == run.predicted).mean())
+
+    def data(self) -> dict:
+        """Every number the page shows, as plain JSON types."""
+        return {
+            "a": {"run_id": self.a.run_id, "name": self.a.name},
+            "b": {"run_id": self.b.run_id, "name": self.b.name},
+            "classes": self.classes,
+            "n_test": len(self.a.actual),
+            "accuracy_a": self.accuracy(self.a),
+            "accuracy_b": self.accuracy(self.b),
+            "confusion_a": self.confusion_a.tolist(),
+            "confusion_b": self.confusion_b.tolist(),
+            "confusion_diff": self.confusion_diff.tolist(),
+            "per_class": self.per_class,
+            "fixed_by_b": self.fixed.tolist(),
+            "broken_by_b": self.broken.tolist(),
+            "both_wrong": len(self.both_wrong),
+            "both_wrong_same_prediction": self.same_mistake,
+            "shared_confusions": self.shared_confusions,
+            "params_diff": [list(r) for r in self.params_diff],
+            "warnings": self.warnings,
+        }
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _per_class(a: RunData, b: RunData, classes: list[str]) -> list[dict]:
+    labels = np.arange(len(classes))
+    figs = {}
+    for run in (a, b):
+        p, r, f, s = precision_recall_fscore_support(
+            run.actual, run.predicted, labels=labels, zero_division=0
+        )
+        figs[run.label] = (p, r, f, s)
+    rows = []
+    for i, name in enumerate(classes):
+        row: dict = {"class": name, "support": int(figs["A"][3][i])}
+        for j, metric in enumerate(("precision", "recall", "f1")):
+            va, vb = float(figs["A"][j][i]), float(figs["B"][j][i])
+            row |= {f"{metric}_a": va, f"{metric}_b": vb, f"{metric}_delta": vb - va}
+        rows.append(row)
+    return sorted(rows, key=lambda r: (-abs(r["f1_delta"]), -abs(r["recall_delta"]), r["class"]))
+
+
+def _params_diff(a: RunData, b: RunData) -> list[tuple[str, str | None, str | None]]:
+    keys = sorted(set(a.params) | set(b.params))
+    rows = [(k, a.params.get(k), b.params.get(k)) for k in keys]
+    return [r for r in rows if r[1] != r[2]]
+
+
+def _metrics_rows(a: RunData, b: RunData) -> list[tuple[str, float | None, float | None]]:
+    keys = sorted(
+        k for k in set(a.metrics) | set(b.metrics) if k.startswith("test_") and "_class_" not in k
+    )
+    return [(k, a.metrics.get(k), b.metrics.get(k)) for k in keys]
+
+
+def _warnings(a: RunData, b: RunData) -> list[str]:
+    out = []
+    ha, hb = a.tags.get("dataset_dvc_md5"), b.tags.get("dataset_dvc_md5")
+    if ha and hb and ha != hb:
+        out.append(
+            f"The data hashes differ (A: {a.tags.get('dataset', '?')} {ha}, "
+            f"B: {b.tags.get('dataset', '?')} {hb}): this comparison mixes datasets, so a "
+            "difference may come from the data rather than from the model or its params."
+        )
+    elif not (ha and hb):
+        missing = " and ".join(r.label for r, h in ((a, ha), (b, hb)) if not h)
+        out.append(
+            f"No data hash recorded for run {missing}: cannot tell whether both runs were "
+            "trained on the same data."
+        )
+    return out
+
+
+def analyse(a: RunData, b: RunData, classes: list[str]) -> Comparison:
+    """Every number of the report, from the two runs' per-image predictions."""
+    if len(a.actual) != len(b.actual):
+        raise CompareError(
+            f"the runs were scored on different test sets (A: {len(a.actual)} images, "
+            f"B: {len(b.actual)} images)"
+        )
+    if not np.array_equal(a.actual, b.actual):
+        n = int((a.actual != b.actual).sum())
+        raise CompareError(
+            f"the runs were scored on different test sets (the true labels differ at {n} of "
+            f"{len(a.actual)} images)"
+        )
+    k = len(classes)
+    for run in (a, b):
+        bad = (run.predicted < 0) | (run.predicted >= k) | (run.actual < 0) | (run.actual >= k)
+        if bad.any():
+            raise CompareError(
+                f"run {run.label} {run.short}: predictions hold labels outside its classes "
+                f"{', '.join(classes)}"
+            )
+    cm_a, _ = confusion(a.actual, a.predicted, k)
+    cm_b, _ = confusion(b.actual, b.predicted, k)
+    wrong_a, wrong_b = a.predicted != a.actual, b.predicted != b.actual
+    both = np.flatnonzero(wrong_a & wrong_b)
+    triples = Counter(
+        zip(
+            a.actual[both].tolist(),
+            a.predicted[both].tolist(),
+            b.predicted[both].tolist(),
+            strict=True,
+        )
+    )
+    shared = [
+        {"true": classes[t], "a": classes[pa], "b": classes[pb], "count": n}
+        for (t, pa, pb), n in sorted(triples.items(), key=lambda kv: (-kv[1], kv[0]))
+    ][:MAX_SHARED_CONFUSIONS]
+    return Comparison(
+        a=a,
+        b=b,
+        classes=classes,
+        confusion_a=cm_a.astype(np.int64),
+        confusion_b=cm_b.astype(np.int64),
+        per_class=_per_class(a, b, classes),
+        fixed=np.flatnonzero(wrong_a & ~wrong_b),
+        broken=np.flatnonzero(~wrong_a & wrong_b),
+        both_wrong=both,
+        shared_confusions=shared,
+        params_diff=_params_diff(a, b),
+        metrics_rows=_metrics_rows(a, b),
+        warnings=_warnings(a, b),
+    )
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _thumbnail(image: np.ndarray) -> str:
+    buf = io.BytesIO()
+    plt.imsave(buf, np.asarray(image).reshape(28, 28), cmap="gray", vmin=0.0, vmax=1.0)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def curves_figure(a: RunData, b: RunData) -> Figure | None:
+    metrics = [m for m in CURVE_METRICS if a.history.get(m) or b.history.get(m)]
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for run, color in ((a, "tab:blue"), (b, "tab:orange")):
+            points = run.history.get(metric) or []
+            if points:
+                steps, values = zip(*points, strict=True)
+                ax.plot(steps, values, marker="o", color=color, label=f"{run.label}: {run.short}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("validation curves, A and B overlaid")
+    return fig
+
+
+def diff_figure(diff: np.ndarray, classes: list[str], title: str) -> Figure:
+    """B − A as a diverging heatmap centred on 0, signed counts in the cells. On the
+    diagonal more is better (blue), off it fewer is better (so red off-diagonal = B worse)."""
+    k = len(classes)
+    signed = np.where(np.eye(k, dtype=bool), diff, -diff)  # > 0: B better in that cell
+    limit = max(1, int(np.abs(diff).max()))
+    labels = np.vectorize(lambda v: f"{v:+d}" if v else "0")(diff)
+    fig, ax = plt.subplots(figsize=(1.8 + 0.5 * k, 1.0 + 0.45 * k))
+    # symmetric limits centre the diverging colours on 0
+    image = figures.annotated_heatmap(ax, signed, labels, classes, "RdBu", -limit, limit)
+    bar = fig.colorbar(image, ax=ax, ticks=[-limit, 0, limit])
+    bar.set_ticklabels(["B worse", "same", "B better"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
+max-width:1180px;color:#1b1f23;padding:0 16px}
+h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;
+border-bottom:1px solid #ddd;padding-bottom:4px}h3{font-size:1em;margin:16px 0 6px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f4f6f8}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.better{color:#0a6b2d;font-weight:600}.worse{color:#b3261e;font-weight:600}
+.warn{background:#fff4ce;border:1px solid #e0b600;padding:8px 12px;margin:8px 0;
+border-radius:4px}.note{color:#555;font-size:13px}
+.summary{font-size:15px;margin:10px 0}.figs{display:flex;flex-wrap:wrap;gap:16px;
+align-items:flex-start}
+.grid{display:flex;flex-wrap:wrap;gap:6px}
+figure.thumb{margin:0;width:76px;text-align:center;font-size:11px;line-height:1.25}
+figure.thumb img{width:56px;height:56px;image-rendering:pixelated;border:1px solid #ccc}
+code{font-size:12px}
+"""
+
+# Marks every image with its decoded width once it has loaded (checked by the tests in
+# headless Chromium: an image that failed to decode keeps no data-decoded attribute).
+SCRIPT = (
+    "document.querySelectorAll('img').forEach(function(i){function f(){if(i.naturalWidth)"
+    "i.dataset.decoded=i.naturalWidth}if(i.complete)f();else i.addEventListener('load',f)});"
+)
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value)}"
+    return f"{value:.4f}"
+
+
+def _delta(delta: float | None, lower_is_better: bool = False, digits: int = 4) -> str:
+    if delta is None:
+        return "<td class='num'>–</td>"
+    good = delta < 0 if lower_is_better else delta > 0
+    css = "" if delta == 0 else ("better" if good else "worse")
+    text = f"{delta:+.{digits}f}" if not float(delta).is_integer() else f"{int(delta):+d}"
+    return f"<td class='num {css}'>{text}</td>"
+
+
+def _img(b64: str, alt: str, ident: str) -> str:
+    return f"<img id='{ident}' alt='{_e(alt)}' src='data:image/png;base64,{b64}'>"
+
+
+def _table(header: list[str], rows: list[str]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _runs_section(c: Comparison) -> str:
+    rows = [
+        f"<tr><td>run id</td><td><code>{_e(c.a.run_id)}</code></td>"
+        f"<td><code>{_e(c.b.run_id)}</code></td></tr>"
+    ]
+    rows.append(
+        f"<tr><td>started (UTC)</td><td>{_e(_time(c.a.start_time))}</td>"
+        f"<td>{_e(_time(c.b.start_time))}</td></tr>"
+    )
+    for key, label in PROVENANCE_TAGS:
+        va, vb = c.a.tags.get(key), c.b.tags.get(key)
+        style = " class='worse'" if key == "dataset_dvc_md5" and va != vb else ""
+        rows.append(
+            f"<tr><td>{_e(label)}</td><td{style}><code>{_e(va or '–')}</code></td>"
+            f"<td{style}><code>{_e(vb or '–')}</code></td></tr>"
+        )
+    return "<h2 id='runs'>Runs</h2>" + _table(["", "A", "B"], rows)
+
+
+def _time(ms: int | None) -> str:
+    if not ms:
+        return "–"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _params_section(c: Comparison) -> str:
+    out = f"<h2 id='params'>Params that differ ({len(c.params_diff)})</h2>"
+    if not c.params_diff:
+        return out + "<p class='note'>The two runs logged the same params.</p>"
+    rows = [
+        f"<tr><td><code>{_e(k)}</code></td><td>{_e(va if va is not None else '–')}</td>"
+        f"<td>{_e(vb if vb is not None else '–')}</td></tr>"
+        for k, va, vb in c.params_diff
+    ]
+    return out + _table(["param", "A", "B"], rows)
+
+
+def _metrics_section(c: Comparison) -> str:
+    rows = []
+    for key, va, vb in c.metrics_rows:
+        delta = None if va is None or vb is None else vb - va
+        lower = key.removeprefix("test_") in LOWER_IS_BETTER
+        rows.append(
+            f"<tr><td><code>{_e(key)}</code></td><td class='num'>{_fmt(va)}</td>"
+            f"<td class='num'>{_fmt(vb)}</td>{_delta(delta, lower)}</tr>"
+        )
+    out = "<h2 id='metrics'>Test metrics</h2>"
+    if not rows:
+        return out + "<p class='note'>Neither run logged test metrics.</p>"
+    return out + _table(["metric", "A", "B", "B − A"], rows)
+
+
+def _curves_section(c: Comparison) -> str:
+    fig = curves_figure(c.a, c.b)
+    out = "<h2 id='curves'>Validation curves</h2>"
+    if fig is None:
+        return out + "<p class='note'>Neither run logged per-epoch validation metrics.</p>"
+    return out + _img(_png(fig), "validation curves of A and B", "curves")
+
+
+def _confusion_section(c: Comparison) -> str:
+    figs = [
+        _img(
+            _png(figures.confusion_heatmap(c.confusion_a, c.classes, f"A: {c.a.short}")),
+            "confusion matrix of A",
+            "confusion-a",
+        ),
+        _img(
+            _png(figures.confusion_heatmap(c.confusion_b, c.classes, f"B: {c.b.short}")),
+            "confusion matrix of B",
+            "confusion-b",
+        ),
+        _img(
+            _png(diff_figure(c.confusion_diff, c.classes, "B − A (counts)")),
+            "confusion matrix difference B − A",
+            "confusion-diff",
+        ),
+    ]
+    return (
+        "<h2 id='confusion'>Confusion matrices (rows: true class, columns: predicted)</h2>"
+        f"<div class='figs'>{''.join(figs)}</div>"
+        "<p class='note'>In B − A, blue cells are where B does better (more correct on the "
+        "diagonal, fewer of that mistake off it), red cells where it does worse.</p>"
+    )
+
+
+def _per_class_section(c: Comparison) -> str:
+    rows = []
+    for r in c.per_class:
+        cells = "".join(
+            f"<td class='num'>{r[f'{m}_a']:.4f}</td><td class='num'>{r[f'{m}_b']:.4f}</td>"
+            + _delta(r[f"{m}_delta"])
+            for m in ("precision", "recall", "f1")
+        )
+        rows.append(f"<tr><td>{_e(r['class'])}</td><td class='num'>{r['support']}</td>{cells}</tr>")
+    header = ["class", "support"]
+    for m in ("precision", "recall", "F1"):
+        header += [f"{m} A", f"{m} B", f"Δ {m}"]
+    return "<h2 id='per-class'>Per-class deltas (largest |Δ F1| first)</h2>" + _table(header, rows)
+
+
+def _grid(c: Comparison, indices: np.ndarray, ident: str, title: str) -> str:
+    out = f"<h3 id='{ident}'>{_e(title)}: {len(indices)} images</h3>"
+    if not len(indices):
+        return out + "<p class='note'>None.</p>"
+    shown = indices[:MAX_THUMBNAILS]
+    if len(indices) > len(shown):
+        out += (
+            f"<p class='note'>The first {len(shown)} by test index; every index is in the "
+            "JSON block of this page (<code>compare-data</code>).</p>"
+        )
+    if c.images is None:
+        listed = ", ".join(str(i) for i in shown)
+        return out + f"<p class='note'>Test indices: {listed}</p>"
+    cells = []
+    for i in shown:
+        t, pa, pb = c.a.actual[i], c.a.predicted[i], c.b.predicted[i]
+        caption = (
+            f"#{i}<br>true {_e(c.classes[t])}<br>A {_e(c.classes[pa])} · B {_e(c.classes[pb])}"
+        )
+        cells.append(
+            f"<figure class='thumb' data-index='{i}' data-true='{_e(c.classes[t])}' "
+            f"data-a='{_e(c.classes[pa])}' data-b='{_e(c.classes[pb])}'>"
+            f"<img alt='test image {i}' src='data:image/png;base64,{_thumbnail(c.images[i])}'>"
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
+    return out + f"<div class='grid'>{''.join(cells)}</div>"
+
+
+def _changed_section(c: Comparison) -> str:
+    note = f"<p class='warn'>{_e(c.images_note)}</p>" if c.images_note else ""
+    return (
+        "<h2 id='changed'>Test images whose prediction changed</h2>"
+        + note
+        + _grid(c, c.fixed, "fixed", "Fixed by B (A wrong, B right)")
+        + _grid(c, c.broken, "broken", "Broken by B (A right, B wrong)")
+    )
+
+
+def _both_wrong_section(c: Comparison) -> str:
+    n = len(c.both_wrong)
+    out = (
+        f"<h2 id='both-wrong'>Wrong in both runs: {n} images</h2>"
+        f"<p>{c.same_mistake} of them get the same wrong label from both runs.</p>"
+    )
+    if not c.shared_confusions:
+        return out
+    rows = [
+        f"<tr><td>{_e(s['true'])}</td><td>{_e(s['a'])}</td><td>{_e(s['b'])}</td>"
+        f"<td class='num'>{s['count']}</td></tr>"
+        for s in c.shared_confusions
+    ]
+    return (
+        out
+        + "<p class='note'>Most common shared confusions:</p>"
+        + _table(["true", "A predicts", "B predicts", "images"], rows)
+    )
+
+
+SECTIONS = (
+    ("runs", _runs_section),
+    ("params", _params_section),
+    ("metrics", _metrics_section),
+    ("curves", _curves_section),
+    ("confusion", _confusion_section),
+    ("per-class", _per_class_section),
+    ("changed", _changed_section),
+    ("both-wrong", _both_wrong_section),
+)
+
+
+def render(c: Comparison) -> str:
+    """The self-contained HTML page (no external file, font or script)."""
+    acc_a, acc_b = c.accuracy(c.a), c.accuracy(c.b)
+    warnings = "".join(f"<div class='warn' role='alert'>{_e(w)}</div>" for w in c.warnings)
+    summary = (
+        f"<p class='summary'>Test accuracy (recomputed from the {len(c.a.actual)} per-image "
+        f"predictions): A {acc_a:.4f} → B {acc_b:.4f} "
+        f"(<span class='{'better' if acc_b >= acc_a else 'worse'}'>"
+        f"{acc_b - acc_a:+.4f}</span>). B fixes <b>{len(c.fixed)}</b> images, breaks "
+        f"<b>{len(c.broken)}</b>; <b>{len(c.both_wrong)}</b> are wrong in both.</p>"
+    )
+    data = json.dumps(c.data(), sort_keys=True).replace("</", "<\\/")
+    title = f"Compare A {c.a.short} with B {c.b.short}"
+    body = "".join(
+        [
+            f"<h1>{_e(title)}</h1>",
+            f"<p class='note'>MLflow store: <code>{_e(c.a.store)}</code></p>",
+            warnings,
+            summary,
+            *(f"<section data-section='{name}'>{part(c)}</section>" for name, part in SECTIONS),
+        ]
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{body}"
+        f"<script type='application/json' id='compare-data'>{data}</script>"
+        f"<script>{SCRIPT}</script></body></html>\n"
+    )

@@ -1,0 +1,3 @@
+"""Predictions for ordinary picture files: ``python -m pipeline.predict`` (cli.py), the MNIST
+preprocessing every way in shares (preprocess.py), and accuracy on foreign pictures
+(foreign.py)."""

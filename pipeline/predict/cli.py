@@ -1,0 +1,380 @@
+"""Predict digits in ordinary picture files with any trained model.
+
+    python -m pipeline.predict --model keras_cnn photo.jpg scans/ [--json]
+    python -m pipeline.predict --model runs:/<run id>/<preset> digit.png
+    python -m pipeline.predict --model models:/<registered name>@<alias> digit.png
+
+``--model`` is a preset of params.yaml (loaded from models/<preset>/ by its family), or an
+MLflow model URI (``runs:/``, ``models:/``, or a local MLflow model folder) from the
+project's tracking store. No model file is unpickled: the project's models load from their
+``.keras`` (Keras safe mode) or ``.npz`` (``allow_pickle=False``) file inside the MLflow
+model; any other MLflow model is refused unless ``--trust-pickle`` is given (then it loads
+through ``mlflow.pyfunc``, which unpickles, i.e. runs, whatever its author saved).
+Folders are walked for image files.
+Every picture goes through ``pipeline.predict.preprocess.to_mnist``; model outputs are mapped back
+to digits with the dataset's class map (``meta.json``, or the MLflow run's params).
+
+Output: one line a picture, ``path<TAB>digit<TAB>probability``, or a JSON list with
+``--json``. A file that cannot be read gets an ``error:`` line on stderr and the others are
+still predicted; the exit code is 1 when any file failed, 2 when the model cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core import config
+from pipeline.predict.preprocess import IMAGE_SUFFIXES, ImageError, load_image, to_mnist
+
+URI_SCHEMES = ("runs:/", "models:/", "file:", "mlflow-artifacts:", "s3:", "gs:", "http")
+BATCH = 1024  # pictures per predict call
+
+
+class ModelError(RuntimeError):
+    """The model cannot be found or loaded; the message says which and why."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to predict: (N, 28, 28, 1) float32 -> (N, k) probabilities."""
+
+    spec: str  # what the user passed to --model
+    proba: Callable[[np.ndarray], np.ndarray]
+    classes: tuple[int, ...] | None = None  # digit of each output index; None: unknown
+    dataset: str | None = None
+    notes: list[str] = field(default_factory=list)  # warnings for stderr
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: Path
+    digit: int
+    probability: float
+    probabilities: dict[int, float]
+
+    def to_json(self) -> dict:
+        return {
+            "path": str(self.path),
+            "digit": self.digit,
+            "probability": self.probability,
+            "probabilities": {str(d): p for d, p in self.probabilities.items()},
+        }
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _meta_classes(dataset: str | None) -> tuple[int, ...] | None:
+    if not dataset:
+        return None
+    meta = config.prepared_dir(dataset) / "meta.json"
+    if not meta.is_file():
+        return None
+    try:
+        return tuple(int(c) for c in json.loads(meta.read_text())["classes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_preset(name: str, folder: Path | None = None) -> LoadedModel:
+    """models/<name>/ (or ``folder``) through the family module of preset ``name``; classes
+    from meta.json or params.yaml."""
+    from pipeline.core import params as params_mod
+    from pipeline.models import registry
+
+    try:
+        params = params_mod.load()
+    except params_mod.ParamsError as exc:
+        raise ModelError(str(exc)) from None
+    if name not in params.models:
+        raise ModelError(f"{name!r} is not a preset of params.yaml ({', '.join(params.models)})")
+    mp = params.models[name]
+    folder = Path(folder) if folder is not None else config.model_dir(name)
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: no trained model; run `dvc repro train@{name}` first")
+    family = registry.get(mp.family)
+    try:
+        model = family.load(folder)
+    except Exception as exc:  # missing file, bad archive, unknown layer: cannot load
+        raise ModelError(f"{folder}: cannot load the {mp.family} model: {exc}") from None
+    classes = _meta_classes(mp.dataset) or tuple(params.datasets[mp.dataset].classes)
+    return LoadedModel(
+        spec=name,
+        proba=lambda x: family.predict_proba(model, x),
+        classes=classes,
+        dataset=mp.dataset,
+    )
+
+
+def run_classes(run_id: str) -> tuple[tuple[int, ...] | None, str | None]:
+    """Class map and dataset of an MLflow run: tag ``dataset`` + its meta.json, else the
+    logged params ``dataset.classes.<i>``."""
+    from pipeline import tracking
+
+    params, tags = tracking.run_params_and_tags(run_id)
+    dataset = tags.get("dataset")
+    classes = _meta_classes(dataset)
+    if classes is None:
+        logged = {
+            int(k.rsplit(".", 1)[1]): int(float(v))
+            for k, v in params.items()
+            if k.startswith("dataset.classes.") and k.rsplit(".", 1)[1].isdigit()
+        }
+        if logged and sorted(logged) == list(range(len(logged))):
+            classes = tuple(logged[i] for i in range(len(logged)))
+    return classes, dataset
+
+
+def _to_array(out) -> np.ndarray:
+    """pyfunc output (array, DataFrame, Series, dict of arrays, list) -> (N, k) float array."""
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    if hasattr(out, "to_numpy"):
+        out = out.to_numpy()
+    a = np.asarray(out, dtype=np.float32)
+    return a.reshape(len(a), -1)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _safe_proba(uri: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A model of the project's families from its pickle-free file in the MLflow model
+    (.keras under safe mode, .npz with allow_pickle=False); nothing of the model folder
+    is executed or unpickled. Raises ``tracking.PickleRefused`` for any other model."""
+    from pipeline import tracking
+    from pipeline.models import registry
+
+    folder = tracking.local_model_folder(uri)
+    found = tracking.safe_model_file(folder, uri)
+    family = registry.get("keras" if found.format == "keras" else "scratch")
+    model = family.load_file(found.path)
+    return lambda x: family.predict_proba(model, x)
+
+
+def _pyfunc_proba(uri: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Any MLflow model through mlflow.pyfunc (may unpickle code): ``--trust-pickle`` only."""
+    from pipeline import tracking
+
+    with warnings.catch_warnings(record=True) as caught:
+        model = tracking.load_pyfunc(uri, trust_pickle=True)
+    for w in caught:  # MLflow's advice to the model's author (type hints) is not for users
+        if "type hint" not in str(w.message):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return lambda x: _to_array(model.predict(x))
+
+
+def load_uri(uri: str, trust_pickle: bool = False) -> LoadedModel:
+    """An MLflow model (``runs:/``, ``models:/``, a model folder) from the project store.
+    Models of the project's families load from their pickle-free file; anything else needs
+    ``trust_pickle`` (loading it may run code its author chose)."""
+    from pipeline import tracking
+
+    try:
+        try:
+            proba = _safe_proba(uri)
+        except tracking.PickleRefused:
+            if not trust_pickle:
+                raise
+            proba = _pyfunc_proba(uri)
+    except tracking.PickleRefused as exc:
+        raise ModelError(str(exc)) from None
+    except Exception as exc:  # MlflowException, BadModelFile, OSError: all "cannot load"
+        raise ModelError(f"{uri}: cannot load the MLflow model: {_first_line(exc)}") from None
+    loaded = LoadedModel(spec=uri, proba=proba)
+    try:
+        run_id = tracking.model_source_run(uri)
+        if run_id:
+            loaded.classes, loaded.dataset = run_classes(run_id)
+    except Exception as exc:  # the model loads; only its class map is missing
+        loaded.notes.append(f"class map of {uri} not found ({exc})")
+    return loaded
+
+
+def load_model(spec: str, trust_pickle: bool = False) -> LoadedModel:
+    """A preset name of params.yaml, an MLflow model URI, or a local MLflow model folder."""
+    if spec.startswith(URI_SCHEMES) or (Path(spec) / "MLmodel").is_file():
+        return load_uri(spec, trust_pickle)
+    from pipeline.core import params as params_mod
+
+    try:
+        known = params_mod.load().models
+    except params_mod.ParamsError as exc:
+        raise ModelError(str(exc)) from None
+    if spec not in known:
+        raise ModelError(
+            f"{spec!r} is neither a preset of params.yaml ({', '.join(known)}) "
+            "nor an MLflow model URI (runs:/<run id>/<preset>, models:/<name>@<alias>)"
+        )
+    return load_preset(spec)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def collect(args: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files to read: files as given, folders walked (sorted) for image suffixes.
+    Returns the files and the (path, message) of arguments that yield none."""
+    files: list[Path] = []
+    errors: list[tuple[Path, str]] = []
+    for arg in args:
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not f.name.startswith(".")
+            )
+            if not found:
+                errors.append((p, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder"))
+            files.extend(found)
+        elif p.exists() or p.is_symlink():
+            files.append(p)
+        else:
+            errors.append((p, "no such file or directory"))
+    seen: set[Path] = set()
+    unique = [f for f in files if not (f in seen or seen.add(f))]
+    return unique, errors
+
+
+def read_pictures(paths: Sequence[Path]) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
+    """Read and preprocess each file; the readable ones, their (N, 28, 28, 1) arrays and
+    the (path, message) of the others."""
+    ok: list[Path] = []
+    arrays: list[np.ndarray] = []
+    errors: list[tuple[Path, str]] = []
+    for path in paths:
+        try:
+            arrays.append(to_mnist(load_image(path)))
+            ok.append(path)
+        except ImageError as exc:
+            errors.append((path, str(exc)))
+        except MemoryError:
+            errors.append((path, "out of memory while decoding the image"))
+    x = np.stack(arrays) if arrays else np.zeros((0, 28, 28, 1), np.float32)
+    return ok, x, errors
+
+
+def predict_arrays(loaded: LoadedModel, x: np.ndarray) -> np.ndarray:
+    """(N, 28, 28, 1) float32 -> (N, k) probabilities, in batches."""
+    x = np.asarray(x, dtype=np.float32).reshape(-1, 28, 28, 1)
+    parts = [loaded.proba(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
+
+
+def digits_of(loaded: LoadedModel, k: int) -> tuple[int, ...]:
+    """Digit of each of the ``k`` outputs; output indices when the class map is unknown or
+    does not fit (with a note)."""
+    if loaded.classes is not None and len(loaded.classes) == k:
+        return loaded.classes
+    if loaded.classes is not None:
+        loaded.notes.append(
+            f"class map {list(loaded.classes)} does not fit {k} outputs; printing output indices"
+        )
+    elif k != 10:
+        loaded.notes.append(f"class map unknown for {k} outputs; printing output indices")
+    loaded.classes = tuple(range(k))
+    return loaded.classes
+
+
+def predict_files(
+    loaded: LoadedModel, args: Iterable[str | Path]
+) -> tuple[list[Prediction], list[tuple[Path, str]]]:
+    """Predict every picture in ``args`` (files or folders); (predictions, errors)."""
+    files, errors = collect(args)
+    ok, x, bad = read_pictures(files)
+    errors += bad
+    if not ok:
+        return [], errors
+    proba = predict_arrays(loaded, x)
+    digits = digits_of(loaded, proba.shape[1])
+    preds = []
+    for path, p in zip(ok, proba, strict=True):
+        i = int(np.argmax(p))
+        preds.append(
+            Prediction(
+                path=path,
+                digit=int(digits[i]),
+                probability=float(p[i]),
+                probabilities={int(d): float(v) for d, v in zip(digits, p, strict=True)},
+            )
+        )
+    return preds, errors
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Send everything written to stdout (Python's and the C libraries', e.g. TensorFlow's
+    or MLflow's progress) to stderr, so that stdout holds only the predictions."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (embedded interpreters): Python level only
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.predict",
+        description="Predict the digit in each picture (files or folders of images).",
+    )
+    ap.add_argument(
+        "--model",
+        required=True,
+        help="preset of params.yaml, runs:/<run id>/<preset>, or models:/<name>@<alias>",
+    )
+    ap.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    ap.add_argument("--json", action="store_true", help="print a JSON list")
+    ap.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="also load MLflow models that only load by unpickling (this runs code the "
+        "model's author chose); the project's own models never need it",
+    )
+    args = ap.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line a file
+
+    with stdout_to_stderr():
+        try:
+            loaded = load_model(args.model, args.trust_pickle)
+        except ModelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        preds, errors = predict_files(loaded, args.paths)
+    for note in loaded.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    for path, msg in errors:
+        print(f"error: {path}: {msg}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([p.to_json() for p in preds], indent=2))
+    else:
+        for p in preds:
+            print(f"{p.path}\t{p.digit}\t{p.probability:.4f}")
+    return 1 if errors or not preds else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

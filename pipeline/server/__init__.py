@@ -1,0 +1,1 @@
+"""The team tracking server: MLflow on PostgreSQL (``python -m pipeline.server start|stop``)."""

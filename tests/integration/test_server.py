@@ -1,0 +1,342 @@
+"""The team tracking server for real: PostgreSQL (Debian's package, a cluster of its own)
+and `mlflow server` with proxied artifacts, on free ports of 127.0.0.1, started by
+pipeline/server/cli.py (what `make server` runs) and stopped by pid.
+
+A one-model project (the tiny profile with dense_mlp and its dataset alone, built here
+from the first stage: it does not wait for the shared tiny build, so this module runs while
+that build does) logs to the server: runs, the registry and the champion alias are read back
+through the server's REST API and from PostgreSQL itself; a PostgreSQL restart, a server
+stopped during train@ and, on the restarted server, queued experiments are exercised.
+Without PostgreSQL (and no root to install it) these tests skip, saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.devtools import workspace
+from pipeline.server import cli as server_mod
+from pipeline.tracking import file_md5
+from tests.conftest import REPO, plain_env, sh
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+MODEL = "dense_mlp"  # the fastest preset of the tiny profile
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Rest:
+    """The server's REST API (what `mlflow ui` and every client read)."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+    def get(self, endpoint: str, **query) -> dict:
+        url = f"{self.uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def post(self, endpoint: str, body: dict) -> dict:
+        req = urllib.request.Request(
+            f"{self.uri}/api/2.0/mlflow/{endpoint}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def experiment_id(self) -> str:
+        return self.get("experiments/get-by-name", experiment_name="mnist")["experiment"][
+            "experiment_id"
+        ]
+
+    def runs(self) -> list[dict]:
+        body = {"experiment_ids": [self.experiment_id()], "max_results": 1000}
+        return self.post("runs/search", body).get("runs", [])
+
+    def artifacts(self, run_id: str, path: str = "") -> set[str]:
+        listed = self.get("artifacts/list", run_id=run_id, path=path)
+        return {f["path"] for f in listed.get("files", [])}
+
+    def artifact_bytes(self, run_id: str, path: str) -> bytes:
+        url = f"{self.uri}/get-artifact?{urllib.parse.urlencode({'run_id': run_id, 'path': path})}"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.read()
+
+    def versions(self, name: str) -> list[dict]:
+        found = self.get("model-versions/search", filter=f"name = '{name}'")
+        return found.get("model_versions", [])
+
+    def champion(self, name: str) -> dict:
+        return self.get("registered-models/alias", name=name, alias="champion")["model_version"]
+
+
+def tags(entity: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in entity.get("tags", [])}
+
+
+def run_data(run: dict, kind: str) -> dict:
+    return {x["key"]: x["value"] for x in run["data"].get(kind, [])}
+
+
+@pytest.fixture(scope="module")
+def server():
+    """PostgreSQL + mlflow server on free ports; state in a folder the postgres user can
+    reach (pytest's tmp folders are private to root)."""
+    try:
+        server_mod.install_postgres()
+    except server_mod.ServerError as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    state = Path(tempfile.mkdtemp(prefix="pipeline-server-test-"))
+    state.chmod(0o755)
+    srv = server_mod.Server(state, port=free_port(), pg_port=free_port(), workers=1)
+    try:
+        srv.start_postgres()
+        srv.start_mlflow()
+        yield srv
+    finally:
+        srv.stop_mlflow()
+        srv.stop_postgres()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def only_model(root: Path, epochs: int | None = None) -> None:
+    """Keep MODEL and its dataset alone in params.yaml (the plot compares it with itself)."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["models"] = {MODEL: params["models"][MODEL]}
+    dataset = params["models"][MODEL]["dataset"]
+    params["datasets"] = {dataset: params["datasets"][dataset]}
+    params["plot"]["compare_curves"] = [MODEL]
+    if epochs is not None:
+        params["models"][MODEL]["train"]["epochs"] = epochs
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the project on the tiny profile with MODEL alone, committed; nothing run."""
+    root = tmp_path_factory.mktemp("server") / "proj"
+    root.mkdir()
+    workspace.copy_project(root, REPO)
+    sh(["bin/python", "-m", "pipeline.profile", "tiny"], root, plain_env())
+    only_model(root)
+    workspace.commit_all(root, "tiny profile, one model")
+    return root
+
+
+@pytest.fixture(scope="module")
+def on_server(server, project):
+    """The whole pipeline of the project (fetch to plot) run against the server."""
+    env = plain_env(MLFLOW_TRACKING_URI=server.uri)
+    out = sh([str(BIN / "dvc"), "repro"], project, env)
+    return project, env, out.stdout + out.stderr
+
+
+def predict(root: Path, env: dict, model: str, pictures: Path) -> list[dict]:
+    proc = sh(["bin/python", "-m", "pipeline.predict", "--model", model, "--json",
+               str(pictures)], root, env)  # fmt: skip
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def pictures(on_server, tmp_path_factory) -> Path:
+    """Three test digits of the model's dataset as PNG files named <digit>_<i>.png."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("pictures")
+    data = on_server[0] / "data" / "prepared" / "digits025"
+    classes = json.loads((data / "meta.json").read_text())["classes"]
+    test = np.load(data / "test.npz")
+    for i in range(3):
+        image = (test["x"][i, :, :, 0] * 255).astype("uint8")
+        Image.fromarray(image).save(folder / f"{classes[int(test['y'][i])]}_{i}.png")
+    return folder
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def test_runs_land_on_the_server_in_postgresql(server, on_server):
+    import psycopg
+
+    root, _, out = on_server
+    rest = Rest(server.uri)
+    runs = [r for r in rest.runs() if tags(r["data"]).get("preset") == MODEL]
+    assert len(runs) == 1, out
+    run = runs[0]
+    run_id = run["info"]["run_id"]
+    assert run["info"]["status"] == "FINISHED"
+    assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/")  # proxied
+    metrics = json.loads((root / "metrics" / f"{MODEL}.json").read_text())
+    assert run_data(run, "metrics")["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert run_data(run, "params")["model.train.epochs"] == "2"
+    head = sh(["git", "rev-parse", "HEAD"], root, plain_env()).stdout.strip()
+    run_tags = tags(run["data"])
+    assert run_tags["mlflow.source.git.commit"] == head and "git_commit" not in run_tags
+    assert run_tags["git_dirty"] == "false"
+    # the figures at the top level (the compare view), the PNG served by the server
+    top = rest.artifacts(run_id)
+    assert {"confusion_matrix.png", "curves.png", "evaluation", "history.csv"} <= top
+    assert rest.artifact_bytes(run_id, "confusion_matrix.png").startswith(b"\x89PNG")
+    assert "evaluation/images" in rest.artifacts(run_id, "evaluation")
+    # the logged model, named after the preset
+    found = rest.post("logged-models/search", {"experiment_ids": [rest.experiment_id()]})
+    named = [m["info"]["name"] for m in found["models"] if m["info"]["source_run_id"] == run_id]
+    assert named == [MODEL]
+    # dataset lineage: the splits, with DVC's md5 of each file as digest
+    inputs = {d["dataset"]["name"]: d["dataset"] for d in run["inputs"]["dataset_inputs"]}
+    assert set(inputs) == {"digits025/train", "digits025/val", "digits025/test"}
+    train_npz = root / "data" / "prepared" / "digits025" / "train.npz"
+    assert inputs["digits025/train"]["digest"] == file_md5(train_npz)
+    # and the backend really is PostgreSQL
+    with psycopg.connect(server.backend_uri().replace("+psycopg", "")) as conn:
+        rows = conn.execute("SELECT status FROM runs WHERE run_uuid = %s", (run_id,)).fetchall()
+    assert rows == [("FINISHED",)]
+
+
+def test_registry_version_and_champion_on_the_server(server, on_server):
+    root, _, out = on_server
+    rest = Rest(server.uri)
+    versions = rest.versions(MODEL)
+    assert len(versions) == 1
+    champion = rest.champion(MODEL)
+    assert champion["version"] == versions[0]["version"]
+    vtags = tags(champion)
+    metrics = json.loads((root / "metrics" / f"{MODEL}.json").read_text())
+    assert float(vtags["test_accuracy"]) == pytest.approx(metrics["accuracy"], abs=1e-6)
+    assert vtags["preset"] == MODEL
+    assert vtags["git_commit"] == sh(["git", "rev-parse", "HEAD"], root, plain_env()).stdout.strip()
+    assert vtags["dataset_dvc_md5"].endswith(".dir")
+    assert f"plot: {MODEL}: champion -> v1" in out  # the decision, one line
+
+
+def test_champion_predicts_through_the_server(server, on_server, pictures):
+    root, env, _ = on_server
+    items = predict(root, env, f"models:/{MODEL}@champion", pictures)
+    assert len(items) == 3
+    right = sum(item["digit"] == int(Path(item["path"]).name.split("_")[0]) for item in items)
+    assert right >= 1, items
+
+
+def test_postgresql_restart_loses_no_run(server, on_server):
+    rest = Rest(server.uri)
+    before = {r["info"]["run_id"]: run_data(r, "metrics") for r in rest.runs()}
+    pid = server.postgres_running() and server_mod.read_pid(server.pgdata / "postmaster.pid")
+    assert server.stop_postgres() and not server_mod.alive(pid)
+    server.start_postgres()
+    after = {r["info"]["run_id"]: run_data(r, "metrics") for r in rest.runs()}
+    assert after == before and before
+    # the server writes again through new connections
+    exp_id = rest.experiment_id()
+    run = rest.post("runs/create", {"experiment_id": exp_id, "run_name": "after-restart"})
+    run_id = run["run"]["info"]["run_id"]
+    rest.post("runs/update", {"run_id": run_id, "status": "FINISHED"})
+    rest.post("runs/delete", {"run_id": run_id})
+
+
+def test_server_stopped_during_train_fails_the_stage_cleanly(server, on_server):
+    root, env, _ = on_server
+    rest = Rest(server.uri)
+    model_dir = root / "models" / MODEL
+    kept = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
+    before = {r["info"]["run_id"] for r in rest.runs()}
+    committed = (root / "params.yaml").read_bytes()
+    only_model(root, epochs=300)  # long enough to stop the server between two epochs
+    stage_env = env | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+    proc = subprocess.Popen(
+        [str(BIN / "dvc"), "repro", f"train@{MODEL}"],
+        cwd=root,
+        env=stage_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            new = [r for r in rest.runs() if r["info"]["run_id"] not in before]
+            if new and "val_accuracy" in run_data(new[0], "metrics"):
+                break  # training has logged an epoch
+            time.sleep(0.3)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        server.stop_mlflow()
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if server.mlflow_pid() is None:
+            server.start_mlflow()
+        (root / "params.yaml").write_bytes(committed)  # the next test queues experiments on them
+    assert proc.returncode != 0
+    line = f"train@{MODEL}: error: MLflow tracking server {server.uri} is unreachable"
+    assert line in out, out[-3000:]
+    assert "Traceback" not in out
+    # DVC removed models/<m> before running the stage; the failing stage put the previous
+    # complete model back from DVC's cache, byte for byte, with nothing half-written beside it
+    assert f"train@{MODEL}: models/{MODEL}: restored from DVC's cache" in out, out[-3000:]
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()} == kept
+    assert not list(model_dir.parent.glob(".*.tmp"))
+
+    # with the params back, the model's stages are up to date: nothing to rerun, nothing
+    # lost (check_params, which passed on the 300-epoch params, would check them again)
+    status = json.loads(sh([str(BIN / "dvc"), "status", "--json"], root, env).stdout)
+    assert set(status) <= {"check_params"}, status
+
+
+def test_two_queued_experiments_finish_on_the_server(server, on_server):
+    """After the previous test stopped and restarted the server: two experiments queued and
+    run by two DVC queue workers at once land there, each trained, evaluated, registered."""
+    root, env, _ = on_server
+    rest = Rest(server.uri)
+    before = {r["info"]["run_id"] for r in rest.runs()}
+    dvc = str(root / "bin" / "dvc")  # the project's DVC: its queue workers find `dvc` too
+    for lr in ("0.03", "0.04"):
+        sh([dvc, "exp", "run", "--queue", "-S", f"models.{MODEL}.train.learning_rate={lr}"],
+           root, env)  # fmt: skip
+    sh([dvc, "queue", "start", "-j", "2"], root, env)
+    deadline = time.monotonic() + 900
+    status = ""
+    while time.monotonic() < deadline:
+        status = sh([dvc, "queue", "status"], root, env).stdout
+        if "Running" not in status and "Queued" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status and "Success" in status, status
+    new = [r for r in rest.runs() if r["info"]["run_id"] not in before]
+    new = [r for r in new if tags(r["data"]).get("preset") == MODEL]  # not plot's compare runs
+    assert sorted(run_data(r, "params")["model.train.learning_rate"] for r in new) == [
+        "0.03",
+        "0.04",
+    ]
+    for run in new:
+        run_id = run["info"]["run_id"]
+        assert run["info"]["status"] == "FINISHED"
+        assert tags(run["data"]).get("dvc_exp_name")
+        assert {"test_accuracy", "test_macro_f1", "val_accuracy"} <= set(run_data(run, "metrics"))
+        assert {"confusion_matrix.png", "evaluation"} <= rest.artifacts(run_id)
+    # both registered, both evaluated; the champion is the best version
+    versions = rest.versions(MODEL)
+    assert len(versions) == 3
+    accuracy = {v["version"]: float(tags(v)["test_accuracy"]) for v in versions}
+    assert accuracy[rest.champion(MODEL)["version"]] == max(accuracy.values())

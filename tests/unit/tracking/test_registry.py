@@ -1,0 +1,163 @@
+"""The Model Registry and run-contract additions of pipeline/tracking/ on a real
+embedded sqlite store: the champion alias moves only to a better version, git_dirty ignores
+DVC's own outputs, an unreachable tracking server is one line naming it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline import tracking
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    """A client of one sqlite store (tracking and registry) for the module: each test
+    registers models of its own names."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("registry")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+        client.exp_id = tracking.setup("registry-tests", root=folder)
+        client.model_dir = folder / "model"
+        client.model_dir.mkdir()
+        yield client
+
+
+def new_version(client, name: str, accuracy: float | None) -> str:
+    """A run and the version of ``name`` it registered, tagged as evaluate@ tags it."""
+    run_id = client.create_run(client.exp_id).info.run_id
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    client.create_model_version(name, client.model_dir.as_uri(), run_id=run_id)
+    if accuracy is not None:
+        assert tracking.tag_test_accuracy(name, run_id, accuracy)
+    return run_id
+
+
+def champion(client, name: str) -> str:
+    return str(client.get_model_version_by_alias(name, tracking.CHAMPION).version)
+
+
+@pytest.mark.slow
+def test_champion_moves_only_to_a_better_version(client):
+    first = new_version(client, "m", 0.80)
+    line = tracking.promote(client, "m", first)
+    assert champion(client, "m") == "1" and "champion -> v1" in line and "the first" in line
+
+    better = new_version(client, "m", 0.90)
+    line = tracking.promote(client, "m", better)
+    assert champion(client, "m") == "2" and "v1 -> v2" in line and "beats 0.8000" in line
+
+    worse = new_version(client, "m", 0.85)
+    line = tracking.promote(client, "m", worse)
+    assert champion(client, "m") == "2", "moved to a worse model"
+    assert line == "m: champion stays v2 (test_accuracy 0.9000); v3 has 0.8500"
+
+    tie = new_version(client, "m", 0.90)
+    tracking.promote(client, "m", tie)
+    assert champion(client, "m") == "2"  # a tie does not beat the champion
+
+    again = tracking.promote(client, "m", better)
+    assert champion(client, "m") == "2" and "stays v2" in again
+
+
+@pytest.mark.slow
+def test_champion_unchanged_without_a_test_accuracy_or_a_version(client):
+    tracking.promote(client, "n", new_version(client, "n", 0.5))
+    pending = new_version(client, "n", None)
+    assert "no test_accuracy yet" in tracking.promote(client, "n", pending)
+    stray = client.create_run(client.exp_id).info.run_id
+    assert "registered no version" in tracking.promote(client, "n", stray)
+    assert "registered no version" in tracking.promote(client, "never-registered", stray)
+    assert champion(client, "n") == "1"
+
+
+@pytest.mark.slow
+def test_promote_champions_logs_one_line_a_model(client, caplog):
+    runs = {"a": new_version(client, "a", 0.7), "b": new_version(client, "b", 0.6)}
+    with caplog.at_level("INFO", logger="pipeline.tracking"):
+        lines = tracking.promote_champions(runs)
+    assert len(lines) == 2 and [r.getMessage() for r in caplog.records] == lines
+    assert champion(client, "a") == "1" and champion(client, "b") == "1"
+
+
+@pytest.mark.slow
+def test_concurrent_promotions_end_on_the_best_version(client):
+    """Six plot stages promoting six versions of one model at the same instant, as `dvc queue
+    start -j 2` does: each reads the champion, compares and sets the alias. Without the
+    registry lock this ended on a worse version in 2 of 5 rounds (and one promotion died on
+    the alias' UNIQUE constraint); with it the best version must win every round."""
+    import threading
+
+    import mlflow
+
+    errors: list[BaseException] = []
+    for round_ in range(3):
+        name = f"race{round_}"
+        runs = [new_version(client, name, acc) for acc in (0.90, 0.91, 0.92, 0.93, 0.94, 0.95)]
+        start = threading.Barrier(len(runs))
+
+        def promote(run_id: str, name: str = name, start: threading.Barrier = start) -> None:
+            own = mlflow.MlflowClient(tracking_uri=client.tracking_uri)  # a process's own
+            start.wait()
+            try:
+                tracking.promote(own, name, run_id)
+            except BaseException as exc:  # reported by the assert below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=promote, args=(r,)) for r in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert champion(client, name) == "6", f"round {round_}: champion on a worse version"
+
+
+def _git(root: Path, *args: str) -> None:
+    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", *ident, *args], cwd=root, check=True, capture_output=True)
+
+
+def test_git_dirty_ignores_dvc_outputs(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "metrics" / "m.json").write_text("{}")
+    (tmp_path / "models" / ".gitignore").write_text("/m\n")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  train@m:\n    outs:\n    - path: models/m\n"
+        "  evaluate@m:\n    outs:\n    - path: metrics/m.json\n"
+    )
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "i")
+    assert tracking.run_tags("m", "keras", "d", root=tmp_path)["git_dirty"] == "false"
+    # what a `dvc repro` rewrites: the lock file, a metrics out kept in git, a .gitignore
+    (tmp_path / "dvc.lock").write_text((tmp_path / "dvc.lock").read_text() + "# changed\n")
+    (tmp_path / "metrics" / "m.json").write_text('{"accuracy": 1}')
+    (tmp_path / "models" / ".gitignore").write_text("/m\n/n\n")
+    assert tracking.git_status(tmp_path) == ""
+    assert tracking.run_tags("m", "keras", "d", root=tmp_path)["git_dirty"] == "false"
+    (tmp_path / "params.yaml").write_text("seed: 2\n")  # a change of the user's
+    assert tracking.run_tags("m", "keras", "d", root=tmp_path)["git_dirty"] == "true"
+
+
+def test_unreachable_server_is_one_line_naming_it(tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(tracking.TrackingError) as err:
+        tracking.setup("x", root=tmp_path)
+    assert str(err.value).startswith(f"MLflow tracking server {uri} is unreachable (")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "mlartifacts").exists()  # no local artifact folder for a server
