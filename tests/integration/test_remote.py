@@ -134,7 +134,8 @@ def test_push_clone_pull_then_rerun_one_model(kind, tiny_built, tmp_path, reques
     params["models"]["dense_mlp"]["train"]["learning_rate"] = 0.02
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh([DVC, "repro"], clone, env)
-    # and check_params, the one-second gate that reads every param (tests/integration/test_hardening.py)
+    # and check_params, the one-second gate that reads every param
+    # (tests/integration/test_hardening.py)
     assert stages_run(out.stdout) == {
         "check_params",
         "train@dense_mlp",
