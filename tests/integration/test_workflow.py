@@ -36,6 +36,11 @@ def test_workflow_triggers_on_params_code_and_pins():
         assert command in runs
     report = [s for s in steps if "pipeline.devtools.pr_report" in str(s.get("run", ""))]
     assert report[0]["if"] == "always()"  # the report also runs after a failed repro
+    # dvc.lock and metrics/ on main come from a run of main's code: CI commits them back.
+    [back] = [s for s in steps if "git add dvc.lock metrics" in str(s.get("run", ""))]
+    assert back["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert "git push" in back["run"]
+    assert doc["jobs"]["pipeline"]["permissions"]["contents"] == "write"
     # The tables come from dvc itself, in the report tool the step runs.
     tool = (REPO / "pipeline" / "devtools" / "pr_report.py").read_text()
     for command in ('"params", "diff"', '"metrics", "diff"', '"plots", "diff"'):
