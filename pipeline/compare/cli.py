@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import tracking
-from pipeline.compare import report
-from pipeline.compare.report import CompareError, RunData
+from pipeline.compare import analysis, report
+from pipeline.compare.analysis import CompareError, RunData
 from pipeline.core import config
 from pipeline.core.io import atomic_write
 from pipeline.data.prepared import load_meta, load_split
@@ -66,7 +66,7 @@ def fetch(label: str, spec: str, tmp: Path) -> RunData:
     tags = dict(run.data.tags)
     name = tags.get("preset") or run.info.run_name or run_id
     actual, predicted = _predictions(run_id, label, name, tmp)
-    history = {m: tracking.metric_history(run_id, m) for m in report.CURVE_METRICS}
+    history = {m: tracking.metric_history(run_id, m) for m in analysis.CURVE_METRICS}
     return RunData(
         label=label,
         run_id=run_id,
@@ -92,7 +92,7 @@ def store_label() -> str:
 def common_classes(a: RunData, b: RunData) -> list[str]:
     classes = {}
     for run in (a, b):
-        found = report.classes_of(run.params)
+        found = analysis.classes_of(run.params)
         if found is None:
             raise CompareError(
                 f"{run.label}: run {run.run_id} ({run.name}) logged no dataset.classes param; "
@@ -146,7 +146,7 @@ def to_indices(digits: np.ndarray, classes: list[str]) -> np.ndarray:
     return np.where(inside, lookup[np.clip(digits, 0, len(lookup) - 1)], -1)
 
 
-def build(spec_a: str, spec_b: str, root: Path = config.ROOT) -> report.Comparison:
+def build(spec_a: str, spec_b: str, root: Path = config.ROOT) -> analysis.Comparison:
     with tempfile.TemporaryDirectory(prefix="compare-") as tmp:
         a = fetch("A", spec_a, Path(tmp))
         b = fetch("B", spec_b, Path(tmp))
@@ -156,7 +156,7 @@ def build(spec_a: str, spec_b: str, root: Path = config.ROOT) -> report.Comparis
             to_indices(run.actual, classes),
             to_indices(run.predicted, classes),
         )
-    comparison = report.analyse(a, b, classes)
+    comparison = analysis.analyse(a, b, classes)
     dataset = a.tags.get("dataset") or b.tags.get("dataset")
     if dataset:
         comparison.images, comparison.images_note = local_images(dataset, classes, a.actual, root)

@@ -1,17 +1,6 @@
-"""The two-run comparison report: what changed between run A and run B, image by image.
-
-MLflow's compare view sets params and scalar metrics side by side. This report starts from
-each run's per-image test predictions (``evaluation/predictions.csv``: one row per test
-image, in the order of ``data/prepared/<dataset>/test.npz``) and shows which digits got
-better or worse and on which images: both confusion matrices and their difference, the
-per-class precision/recall/F1 deltas, thumbnails of the images B fixed and broke, and what
-both still get wrong. Params, test metrics, validation curves and provenance come from the
-runs themselves.
-
-``analyse`` computes every number (pure NumPy/scikit-learn, no MLflow: the caller fetches the
-runs, see pipeline/compare/cli.py); ``render`` writes one self-contained HTML page with the
-figures inline as PNG data URIs, and the numbers again as JSON in
-``<script id="compare-data">`` so that scripts and tests read what the page shows.
+"""The two-run comparison page: one self-contained HTML file for a ``Comparison``
+(pipeline/compare/analysis.py), the figures inline as PNG data URIs and the numbers again as
+JSON in ``<script id="compare-data">`` so that scripts and tests read what the page shows.
 """
 
 from __future__ import annotations
@@ -20,8 +9,6 @@ import base64
 import html
 import io
 import json
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import matplotlib
@@ -32,223 +19,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import precision_recall_fscore_support
 
-from pipeline.report import figures
-from pipeline.report.metrics import confusion
-
-MAX_THUMBNAILS = 120  # per grid; the JSON block lists every index
-MAX_SHARED_CONFUSIONS = 10
-CURVE_METRICS = ("val_loss", "val_accuracy")
-LOWER_IS_BETTER = ("loss", "errors")
-PROVENANCE_TAGS = (
-    ("preset", "preset"),
-    ("family", "family"),
-    ("dataset", "dataset"),
-    ("dataset_dvc_md5", "data hash (DVC md5)"),
-    ("git_commit", "git commit"),
-    ("git_dirty", "uncommitted changes"),
-    ("dvc_exp_name", "DVC experiment"),
-    ("repro_id", "dvc repro id"),
+from pipeline.compare.analysis import (
+    CURVE_METRICS,
+    LOWER_IS_BETTER,
+    MAX_THUMBNAILS,
+    PROVENANCE_TAGS,
+    Comparison,
+    RunData,
 )
-
-
-class CompareError(ValueError):
-    """The two runs cannot be compared; the message says why."""
-
-
-@dataclass
-class RunData:
-    """What the report needs of one run (fetched by pipeline/compare/cli.py)."""
-
-    label: str  # "A" or "B"
-    run_id: str
-    params: dict[str, str]
-    tags: dict[str, str]
-    metrics: dict[str, float]  # latest value of every metric
-    history: dict[str, list[tuple[int, float]]]  # CURVE_METRICS: (epoch, value)
-    actual: np.ndarray  # (N,) true class index of test image i
-    predicted: np.ndarray  # (N,) predicted class index
-    start_time: int | None = None  # ms since the epoch
-    store: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.tags.get("preset") or self.tags.get("mlflow.runName") or "?"
-
-    @property
-    def short(self) -> str:
-        return f"{self.name} ({self.run_id[:8]})"
-
-
-def classes_of(params: dict[str, str]) -> list[str] | None:
-    """The class list of a run's dataset from its flattened params (dataset.classes.<i>)."""
-    found = {}
-    prefix = "dataset.classes."
-    for key, value in params.items():
-        if key.startswith(prefix) and key[len(prefix) :].isdigit():
-            found[int(key[len(prefix) :])] = value
-    return [found[i] for i in sorted(found)] or None
-
-
-@dataclass
-class Comparison:
-    a: RunData
-    b: RunData
-    classes: list[str]
-    confusion_a: np.ndarray
-    confusion_b: np.ndarray
-    per_class: list[dict]  # sorted by |delta F1|, largest first
-    fixed: np.ndarray  # indices: A wrong, B right
-    broken: np.ndarray  # indices: A right, B wrong
-    both_wrong: np.ndarray  # indices: both wrong
-    shared_confusions: list[dict]  # (true, A, B, count), most common first
-    params_diff: list[tuple[str, str | None, str | None]]
-    metrics_rows: list[tuple[str, float | None, float | None]]
-    warnings: list[str] = field(default_factory=list)
-    images: np.ndarray | None = None  # (N, 28, 28[, 1]) in [0, 1], when available locally
-    images_note: str = ""
-
-    @property
-    def confusion_diff(self) -> np.ndarray:
-        return self.confusion_b - self.confusion_a
-
-    @property
-    def same_mistake(self) -> int:
-        idx = self.both_wrong
-        return int((self.a.predicted[idx] == self.b.predicted[idx]).sum())
-
-    def accuracy(self, run: RunData) -> float:
-        return float((run.actual == run.predicted).mean())
-
-    def data(self) -> dict:
-        """Every number the page shows, as plain JSON types."""
-        return {
-            "a": {"run_id": self.a.run_id, "name": self.a.name},
-            "b": {"run_id": self.b.run_id, "name": self.b.name},
-            "classes": self.classes,
-            "n_test": len(self.a.actual),
-            "accuracy_a": self.accuracy(self.a),
-            "accuracy_b": self.accuracy(self.b),
-            "confusion_a": self.confusion_a.tolist(),
-            "confusion_b": self.confusion_b.tolist(),
-            "confusion_diff": self.confusion_diff.tolist(),
-            "per_class": self.per_class,
-            "fixed_by_b": self.fixed.tolist(),
-            "broken_by_b": self.broken.tolist(),
-            "both_wrong": len(self.both_wrong),
-            "both_wrong_same_prediction": self.same_mistake,
-            "shared_confusions": self.shared_confusions,
-            "params_diff": [list(r) for r in self.params_diff],
-            "warnings": self.warnings,
-        }
-
-
-# --------------------------------------------------------------------------- analysis
-
-
-def _per_class(a: RunData, b: RunData, classes: list[str]) -> list[dict]:
-    labels = np.arange(len(classes))
-    figs = {}
-    for run in (a, b):
-        p, r, f, s = precision_recall_fscore_support(
-            run.actual, run.predicted, labels=labels, zero_division=0
-        )
-        figs[run.label] = (p, r, f, s)
-    rows = []
-    for i, name in enumerate(classes):
-        row: dict = {"class": name, "support": int(figs["A"][3][i])}
-        for j, metric in enumerate(("precision", "recall", "f1")):
-            va, vb = float(figs["A"][j][i]), float(figs["B"][j][i])
-            row |= {f"{metric}_a": va, f"{metric}_b": vb, f"{metric}_delta": vb - va}
-        rows.append(row)
-    return sorted(rows, key=lambda r: (-abs(r["f1_delta"]), -abs(r["recall_delta"]), r["class"]))
-
-
-def _params_diff(a: RunData, b: RunData) -> list[tuple[str, str | None, str | None]]:
-    keys = sorted(set(a.params) | set(b.params))
-    rows = [(k, a.params.get(k), b.params.get(k)) for k in keys]
-    return [r for r in rows if r[1] != r[2]]
-
-
-def _metrics_rows(a: RunData, b: RunData) -> list[tuple[str, float | None, float | None]]:
-    keys = sorted(
-        k for k in set(a.metrics) | set(b.metrics) if k.startswith("test_") and "_class_" not in k
-    )
-    return [(k, a.metrics.get(k), b.metrics.get(k)) for k in keys]
-
-
-def _warnings(a: RunData, b: RunData) -> list[str]:
-    out = []
-    ha, hb = a.tags.get("dataset_dvc_md5"), b.tags.get("dataset_dvc_md5")
-    if ha and hb and ha != hb:
-        out.append(
-            f"The data hashes differ (A: {a.tags.get('dataset', '?')} {ha}, "
-            f"B: {b.tags.get('dataset', '?')} {hb}): this comparison mixes datasets, so a "
-            "difference may come from the data rather than from the model or its params."
-        )
-    elif not (ha and hb):
-        missing = " and ".join(r.label for r, h in ((a, ha), (b, hb)) if not h)
-        out.append(
-            f"No data hash recorded for run {missing}: cannot tell whether both runs were "
-            "trained on the same data."
-        )
-    return out
-
-
-def analyse(a: RunData, b: RunData, classes: list[str]) -> Comparison:
-    """Every number of the report, from the two runs' per-image predictions."""
-    if len(a.actual) != len(b.actual):
-        raise CompareError(
-            f"the runs were scored on different test sets (A: {len(a.actual)} images, "
-            f"B: {len(b.actual)} images)"
-        )
-    if not np.array_equal(a.actual, b.actual):
-        n = int((a.actual != b.actual).sum())
-        raise CompareError(
-            f"the runs were scored on different test sets (the true labels differ at {n} of "
-            f"{len(a.actual)} images)"
-        )
-    k = len(classes)
-    for run in (a, b):
-        bad = (run.predicted < 0) | (run.predicted >= k) | (run.actual < 0) | (run.actual >= k)
-        if bad.any():
-            raise CompareError(
-                f"run {run.label} {run.short}: predictions hold labels outside its classes "
-                f"{', '.join(classes)}"
-            )
-    cm_a, _ = confusion(a.actual, a.predicted, k)
-    cm_b, _ = confusion(b.actual, b.predicted, k)
-    wrong_a, wrong_b = a.predicted != a.actual, b.predicted != b.actual
-    both = np.flatnonzero(wrong_a & wrong_b)
-    triples = Counter(
-        zip(
-            a.actual[both].tolist(),
-            a.predicted[both].tolist(),
-            b.predicted[both].tolist(),
-            strict=True,
-        )
-    )
-    shared = [
-        {"true": classes[t], "a": classes[pa], "b": classes[pb], "count": n}
-        for (t, pa, pb), n in sorted(triples.items(), key=lambda kv: (-kv[1], kv[0]))
-    ][:MAX_SHARED_CONFUSIONS]
-    return Comparison(
-        a=a,
-        b=b,
-        classes=classes,
-        confusion_a=cm_a.astype(np.int64),
-        confusion_b=cm_b.astype(np.int64),
-        per_class=_per_class(a, b, classes),
-        fixed=np.flatnonzero(wrong_a & ~wrong_b),
-        broken=np.flatnonzero(~wrong_a & wrong_b),
-        both_wrong=both,
-        shared_confusions=shared,
-        params_diff=_params_diff(a, b),
-        metrics_rows=_metrics_rows(a, b),
-        warnings=_warnings(a, b),
-    )
-
+from pipeline.report import figures
 
 # --------------------------------------------------------------------------- figures
 

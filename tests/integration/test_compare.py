@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.compare import analysis, report
 from pipeline.compare import cli as tool
-from pipeline.compare import report
-from pipeline.compare.report import RunData
+from pipeline.compare.analysis import RunData
 from pipeline.core import config
 from pipeline.data.prepared import Split, save_split
 from tests.conftest import copy_tiny, plain_env, sh
@@ -136,9 +136,9 @@ def synthetic_runs(seed: int = 0, n: int = 300, k: int = 3) -> tuple[RunData, Ru
 
 def test_numbers_match_a_recomputation_from_the_predictions():
     a, b = synthetic_runs()
-    classes = report.classes_of(a.params)
+    classes = analysis.classes_of(a.params)
     assert classes == ["0", "2", "5"]
-    comparison = report.analyse(a, b, classes)
+    comparison = analysis.analyse(a, b, classes)
     check_against(comparison.data(), a.actual, a.predicted, b.predicted, classes, digits=False)
     assert comparison.params_diff == [("model.train.learning_rate", "0.01", "0.05")]
     both = (a.predicted != a.actual) & (b.predicted != b.actual)
@@ -150,7 +150,7 @@ def test_numbers_match_a_recomputation_from_the_predictions():
 
 def test_page_is_self_contained_with_every_section():
     a, b = synthetic_runs()
-    comparison = report.analyse(a, b, ["0", "2", "5"])
+    comparison = analysis.analyse(a, b, ["0", "2", "5"])
     comparison.images = np.random.default_rng(1).random((len(a.actual), 28, 28, 1))
     page = report.render(comparison)
     for ident in (
@@ -170,14 +170,14 @@ def test_page_is_self_contained_with_every_section():
         assert re.search(rf"<img id='{ident}' alt='[^']*' src='data:image/png;base64,", page)
     assert not re.search(r"(src|href)=['\"](https?:|//|file:)", page)  # nothing to fetch
     shown = thumbnails(page, "fixed")
-    assert [t["index"] for t in shown] == comparison.fixed[: report.MAX_THUMBNAILS].tolist()
+    assert [t["index"] for t in shown] == comparison.fixed[: analysis.MAX_THUMBNAILS].tolist()
     assert "role='alert'" not in page  # same data hash, committed code: no warning
 
 
 def test_warning_on_top_when_data_hashes_differ():
     a, b = synthetic_runs()
     b.tags["dataset_dvc_md5"] = "fff.dir"
-    comparison = report.analyse(a, b, ["0", "2", "5"])
+    comparison = analysis.analyse(a, b, ["0", "2", "5"])
     comparison.images_note = "No thumbnails: the test images are not on this machine."
     page = report.render(comparison)
     assert comparison.images_note in page and "<figure class='thumb'" not in page
@@ -192,8 +192,8 @@ def test_different_test_sets_are_refused():
     a, b = synthetic_runs()
     b.actual = b.actual[:-1]
     b.predicted = b.predicted[:-1]
-    with pytest.raises(report.CompareError, match="different test sets"):
-        report.analyse(a, b, ["0", "2", "5"])
+    with pytest.raises(analysis.CompareError, match="different test sets"):
+        analysis.analyse(a, b, ["0", "2", "5"])
 
 
 def test_thumbnails_only_from_the_runs_test_set(tmp_path):
@@ -267,7 +267,7 @@ def test_two_learning_rates_report_matches_both_runs_predictions(two_runs, dense
     classes = data["classes"]
     for section, wrong_in, right_in in (("fixed", a, b), ("broken", b, a)):
         shown = thumbnails(page, section)
-        assert len(shown) == min(len(data[f"{section}_by_b"]), report.MAX_THUMBNAILS)
+        assert len(shown) == min(len(data[f"{section}_by_b"]), analysis.MAX_THUMBNAILS)
         for t in shown:
             i = t["index"]
             assert wrong_in[i] != actual[i] and right_in[i] == actual[i]
