@@ -1,7 +1,7 @@
 """Training-speed benchmark: the scratch NumPy network against its Keras twin.
 
 ``python -m pipeline.bench scratch [--json]`` trains ``scratch_dropout_cnn`` and
-``keras_small_cnn`` (the same network, DESIGN.md) on the same MNIST training images with the
+``keras_small_cnn`` (the same network in params.yaml) on the same MNIST training images with the
 presets' batch size and optimizer, one epoch each per round, rounds interleaved in one
 process, and reports the median images/second of each. Augmentation is off on both sides
 (it is shared code, not what is compared). It also prints the scratch network's forward and

@@ -1,5 +1,5 @@
-"""A network built from the architecture spec of params.yaml (DESIGN.md, "One architecture
-spec, three backends"), with one flat parameter vector and one flat gradient vector.
+"""A network built from the architecture spec of params.yaml (docs/architecture.md, "One
+architecture spec, three backends"), with one flat parameter vector and one flat gradient vector.
 
 Spec to layers: ``conv`` is Conv2D [+ BatchNorm] [+ ReLU], ``dense`` is Dense [+ BatchNorm]
 [+ ReLU] (ReLU before BatchNorm with ``activation_before_bn``), ``pool`` is MaxPool2D,
