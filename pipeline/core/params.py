@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from pipeline.core import config
+from pipeline.core.geometry import conv_output
 
 
 class ParamsError(ValueError):
@@ -328,17 +329,16 @@ def check_shapes(arch: Sequence[LayerSpec], image_shape: Sequence[int], where: s
                 ("kernel", layer.kernel) if isinstance(layer, ConvSpec) else ("size", layer.size)
             )
             stride = layer.stride or size
-            if layer.padding == "valid":
-                if size > min(h, w):
-                    raise ParamsError(
-                        f"{where}[{i}].{key}: {size} is larger than the layer's {h}x{w} input "
-                        f"(the {image_shape[0]}x{image_shape[1]} images after layers 0..{i - 1})"
-                        if i
-                        else f"{where}[{i}].{key}: {size} is larger than the {h}x{w} images"
-                    )
-                h, w = (h - size) // stride + 1, (w - size) // stride + 1
-            else:
-                h, w = -(-h // stride), -(-w // stride)
+            ho = conv_output(h, size, stride, layer.padding)
+            wo = conv_output(w, size, stride, layer.padding)
+            if not (ho and wo):  # 'valid' and the window is larger than its input
+                raise ParamsError(
+                    f"{where}[{i}].{key}: {size} is larger than the layer's {h}x{w} input "
+                    f"(the {image_shape[0]}x{image_shape[1]} images after layers 0..{i - 1})"
+                    if i
+                    else f"{where}[{i}].{key}: {size} is larger than the {h}x{w} images"
+                )
+            h, w = ho, wo
         elif isinstance(layer, FlattenSpec | DenseSpec | CubicSpec):
             return
 

@@ -1,4 +1,5 @@
-"""Import path that logged models name: the layers live in pipeline/models/keras/layers.py."""
+"""Import path that logged models name: the layers live in pipeline/models/keras/layers.py,
+the learning-rate schedule in pipeline/models/keras/schedule.py."""
 
 from pipeline.models.keras.layers import *  # noqa: F403
 from pipeline.models.keras.layers import (  # noqa: F401
@@ -7,3 +8,4 @@ from pipeline.models.keras.layers import (  # noqa: F401
     CustomMaxPooling2D,
     FusedBatchNormalization,
 )
+from pipeline.models.keras.schedule import ParamsSchedule  # noqa: F401

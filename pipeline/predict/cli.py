@@ -90,7 +90,7 @@ def load_preset(name: str, folder: Path | None = None) -> LoadedModel:
     """models/<name>/ (or ``folder``) through the family module of preset ``name``; classes
     from meta.json or params.yaml."""
     from pipeline.core import params as params_mod
-    from pipeline.models import registry
+    from pipeline.models import family as families
 
     try:
         params = params_mod.load()
@@ -102,7 +102,7 @@ def load_preset(name: str, folder: Path | None = None) -> LoadedModel:
     folder = Path(folder) if folder is not None else config.model_dir(name)
     if not folder.is_dir():
         raise ModelError(f"{folder}: no trained model; run `dvc repro train@{name}` first")
-    family = registry.get(mp.family)
+    family = families.get(mp.family)
     try:
         model = family.load(folder)
     except Exception as exc:  # missing file, bad archive, unknown layer: cannot load
@@ -154,11 +154,11 @@ def _safe_proba(uri: str) -> Callable[[np.ndarray], np.ndarray]:
     (.keras under safe mode, .npz with allow_pickle=False); nothing of the model folder
     is executed or unpickled. Raises ``tracking.PickleRefused`` for any other model."""
     from pipeline import tracking
-    from pipeline.models import registry
+    from pipeline.models import family as families
 
     folder = tracking.local_model_folder(uri)
     found = tracking.safe_model_file(folder, uri)
-    family = registry.get("keras" if found.format == "keras" else "scratch")
+    family = families.get("keras" if found.format == "keras" else "scratch")
     model = family.load_file(found.path)
     return lambda x: family.predict_proba(model, x)
 

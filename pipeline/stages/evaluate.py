@@ -28,7 +28,7 @@ from pipeline.core import config, runner
 from pipeline.core.io import atomic_dir, atomic_write
 from pipeline.core.params import Params
 from pipeline.data.prepared import load_meta, load_split
-from pipeline.models import registry
+from pipeline.models import family as families
 from pipeline.report import figures, metrics
 
 
@@ -63,7 +63,7 @@ def run(
     params: Params, name: str, data_dir: Path, model_dir: Path, metrics_path: Path, plots: Path
 ) -> dict:
     mp = params.models[name]
-    family = registry.get(mp.family)
+    family = families.get(mp.family)
     test = load_split(data_dir, "test")
     names = [str(c) for c in load_meta(data_dir)["classes"]]
     model = family.load(model_dir)

@@ -21,13 +21,13 @@ from pipeline.core import params as params_mod
 from pipeline.core.io import atomic_dir
 from pipeline.core.params import Params
 from pipeline.data.prepared import load_split
-from pipeline.models import registry
+from pipeline.models import family as families
 
 
 def run(params: Params, name: str, data_dir: Path, out_dir: Path) -> tuple[str, pd.DataFrame]:
     """Train model ``name``; return the MLflow run id and the history."""
     mp = params.models[name]
-    family = registry.get(mp.family)
+    family = families.get(mp.family)
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
     tracking.setup(params.mlflow.experiment)
     with atomic_dir(out_dir) as tmp, tracking.training_run(name, mp.family, mp.dataset) as run_id:

@@ -1,16 +1,14 @@
 """Train, save, load and inspect models of the ``keras`` and ``custom`` families.
 
 ``train`` is what the train stage calls: seeded and deterministic on CPU, the shared
-rotation/shift augmentation (pipeline.data.augment) applied a whole epoch at a time
-(``EpochArrays``: tf.data then feeds the batches at the speed of a fit on in-memory
-arrays), an optional per-step learning-rate schedule (``train.lr_schedule``), optional
-ReduceLROnPlateau / EarlyStopping(restore_best_weights) / best-model checkpoint from params,
-one line an epoch, and a history row an epoch for MLflow.
+rotation/shift augmentation applied a whole epoch at a time (``EpochArrays`` of feed.py),
+the compiled model of build.py with its optional per-step learning-rate schedule
+(``train.lr_schedule``), optional ReduceLROnPlateau / EarlyStopping(restore_best_weights) /
+best-model checkpoint from params, one line an epoch, and a history row an epoch for MLflow.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import zipfile
@@ -22,11 +20,11 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.core.io import BadModelFile
-from pipeline.core.params import AugmentParams, ModelParams, TrainParams
-from pipeline.data.augment import augment
+from pipeline.core.params import ModelParams, TrainParams
 from pipeline.data.prepared import Split
 from pipeline.models.keras import layers as custom_layers
-from pipeline.models.keras.build import build_keras_model
+from pipeline.models.keras.build import build
+from pipeline.models.keras.feed import EpochArrays
 
 MODEL_FILE = "model.keras"
 BEST_FILE = "best.keras"
@@ -40,67 +38,6 @@ HISTORY_KEYS = (
     "epoch_seconds",
     "images_per_second",
 )
-
-
-class EpochArrays:
-    """The training images of each epoch as one contiguous array: shuffled and augmented.
-
-    Batch ``i`` of epoch ``e`` holds the images ``permutation(seed, e)[i*B:(i+1)*B]``,
-    augmented with a generator seeded by ``(seed, e, i)`` alone, so the data of every batch
-    depends only on (seed, epoch, batch), whatever order or thread builds it.
-    """
-
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        seed: int,
-        shuffle: bool = True,
-        augment_params: AugmentParams | None = None,
-    ):
-        self.x, self.y = split.x, split.y
-        self.batch_size = batch_size
-        self.seed = seed
-        self.shuffle = shuffle
-        self.augment_params = augment_params
-
-    def __len__(self) -> int:
-        """Batches an epoch."""
-        return math.ceil(len(self.y) / self.batch_size)
-
-    def order(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self.y))
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
-
-    def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(x, y)`` of epoch ``epoch`` (0-based), in batch order."""
-        order = self.order(epoch)
-        x = np.take(self.x, order, axis=0)  # (N, H, W, C), a fresh contiguous copy
-        if self.augment_params is not None:
-            b = self.batch_size
-            for i in range(len(self)):
-                rng = np.random.default_rng([self.seed, epoch, i])
-                x[i * b : (i + 1) * b] = augment(x[i * b : (i + 1) * b], rng, self.augment_params)
-        return x, self.y[order]
-
-    def dataset(self, first_epoch: int = 0) -> tf.data.Dataset:
-        """Every batch of epochs ``first_epoch, first_epoch + 1, ...`` in order, for
-        ``model.fit(..., steps_per_epoch=len(self))``: one NumPy call builds a whole epoch,
-        tf.data slices it into batches (no Python call per batch)."""
-        shape = (None, *self.x.shape[1:])
-
-        def build(e):
-            x, y = tf.numpy_function(
-                lambda e: self.epoch(int(e)), [e], [tf.float32, tf.as_dtype(self.y.dtype)]
-            )
-            x.set_shape(shape)
-            y.set_shape((None,))
-            return tf.data.Dataset.from_tensor_slices((x, y)).batch(self.batch_size)
-
-        return (
-            tf.data.Dataset.range(first_epoch, first_epoch + 1_000_000).flat_map(build).prefetch(2)
-        )
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -192,46 +129,6 @@ def seed_everything(seed: int) -> None:
     """Python, NumPy and TF seeds, and deterministic TF kernels (identical reruns on CPU)."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-
-def make_schedule(tp: TrainParams, steps_per_epoch: int) -> custom_layers.ParamsSchedule | None:
-    """The Keras schedule of ``tp.lr_schedule`` (peak ``tp.learning_rate``), or None."""
-    s = tp.lr_schedule
-    if s is None:
-        return None
-    return custom_layers.ParamsSchedule(
-        s.kind, tp.learning_rate, steps_per_epoch, tp.epochs,
-        s.warmup_epochs, s.final_lr, s.decay_rate,
-    )  # fmt: skip
-
-
-def keras_optimizer(tp: TrainParams, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
-    """The optimizer of ``tp``; its rate follows ``tp.lr_schedule`` step by step when set."""
-    decay = tp.weight_decay or None
-    lr = make_schedule(tp, steps_per_epoch) or tp.learning_rate
-    if tp.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, weight_decay=decay)
-    if tp.optimizer == "momentum":
-        return keras.optimizers.SGD(lr, momentum=tp.momentum, weight_decay=decay)
-    if tp.optimizer == "adam":
-        return keras.optimizers.Adam(lr, weight_decay=decay)
-    raise ValueError(f"unknown optimizer {tp.optimizer!r}")
-
-
-def build(
-    mp: ModelParams, input_shape: tuple[int, ...], seed: int, steps_per_epoch: int = 1
-) -> keras.Model:
-    """The compiled model of ``mp`` (family keras: stock layers; custom: custom layers)."""
-    if mp.family not in ("keras", "custom"):
-        raise ValueError(f"family {mp.family!r} is not built by Keras")
-    model = build_keras_model(mp.arch, input_shape, seed=seed, custom=mp.family == "custom")
-    model.compile(
-        optimizer=keras_optimizer(mp.train, steps_per_epoch),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=False,  # XLA trains this CPU's convolutions about 6x slower
-    )
-    return model
 
 
 def _callbacks(tp: TrainParams, out_dir: Path) -> list[keras.callbacks.Callback]:

@@ -1,16 +1,19 @@
 """``load_model`` for MLflow's tensorflow flavor: Keras' own, in safe mode, with the custom
-layers of ``pipeline/models/keras/layers.py`` passed as ``custom_objects``."""
+layers of ``pipeline/models/keras/layers.py`` and the schedule of ``schedule.py`` passed as
+``custom_objects``. Imports keras and those two modules only: MLflow's serving environment
+installs tensorflow-cpu, keras and numpy, nothing else."""
 
 from __future__ import annotations
 
 import keras
 
-from pipeline.models.keras import layers as custom_layers
+from pipeline.models.keras import layers, schedule
 
-# every class custom_layers registers with Keras, by its registered name ("pipeline>...")
+# every class those modules register with Keras, by its registered name ("pipeline>...")
 CUSTOM_OBJECTS = {
     keras.saving.get_registered_name(obj): obj
-    for obj in vars(custom_layers).values()
+    for module in (layers, schedule)
+    for obj in vars(module).values()
     if isinstance(obj, type) and keras.saving.get_registered_name(obj).startswith("pipeline>")
 }
 

@@ -1,20 +1,24 @@
 """Custom Keras layers of the ``custom`` family: CustomConv2D, CustomMaxPooling2D, CubicDense,
-and ParamsSchedule, the learning-rate schedule of ``train.lr_schedule`` that a saved
-optimizer refers to.
+and FusedBatchNormalization (the stock batch norm on TensorFlow's fused kernel).
 
 Written as Keras writes its own layers: weights made in ``build()`` with ``add_weight``,
 ``call(inputs, training=None)``, ``get_config()``, and registered for serialization under the
 package ``pipeline``. The maths uses ``keras.ops``, except training-mode batch norm, which
 runs TensorFlow's fused kernel on the TensorFlow backend (``_fused_batch_norm``: the keras.ops
 spelling is the fallback); no stock Conv2D / MaxPooling2D / Dense / BatchNormalization layer
-is wrapped. Importing this module (this path is fixed) is
-what makes a saved ``.keras`` model with these layers loadable.
+is wrapped. Output sizes come from pipeline/core/geometry.py. Importing this module (this
+path is fixed) is what makes a saved ``.keras`` model with these layers loadable; it also
+imports ``ParamsSchedule`` (from schedule.py), the learning-rate schedule that a saved
+optimizer refers to.
 """
 
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+from pipeline.core.geometry import conv_output
+from pipeline.models.keras.schedule import ParamsSchedule  # noqa: F401  (saved optimizers)
 
 
 def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
@@ -150,7 +154,8 @@ class CustomConv2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
-        return (n, *_conv_out(h, w, self.kernel_size, self.strides, self.padding), self.filters)
+        (kh, kw), (sh, sw), pad = self.kernel_size, self.strides, self.padding
+        return (n, conv_output(h, kh, sh, pad), conv_output(w, kw, sw, pad), self.filters)
 
     def get_config(self):
         config = super().get_config()
@@ -187,19 +192,6 @@ def _fused_batch_norm(x, gamma, beta, epsilon):
     return y, mean, variance * ((n - 1) / ops.maximum(n, 2))  # TF returns the unbiased one
 
 
-def _conv_out(h, w, kernel, strides, padding):
-    """Spatial output size of a convolution or pooling window (None stays None)."""
-    out = []
-    for size, k, s in zip((h, w), kernel, strides, strict=True):
-        if size is None:
-            out.append(None)
-        elif padding == "same":
-            out.append((size + s - 1) // s)
-        else:
-            out.append((size - k) // s + 1)
-    return tuple(out)
-
-
 @keras.saving.register_keras_serializable(package="pipeline")
 class CustomMaxPooling2D(keras.layers.Layer):
     """Max pooling over ``pool_size`` windows of an NHWC tensor (strides default to the size)."""
@@ -224,7 +216,8 @@ class CustomMaxPooling2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
-        return (n, *_conv_out(h, w, self.pool_size, self.strides, self.padding), c)
+        (ph, pw), (sh, sw), pad = self.pool_size, self.strides, self.padding
+        return (n, conv_output(h, ph, sh, pad), conv_output(w, pw, sw, pad), c)
 
     def get_config(self):
         config = super().get_config()
@@ -277,47 +270,6 @@ class CubicDense(keras.layers.Layer):
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
         )
         return config
-
-
-@keras.saving.register_keras_serializable(package="pipeline")
-class ParamsSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """``train.lr_schedule`` as a Keras schedule: the formula of pipeline.models.schedule
-    evaluated with ``keras.ops`` on the optimizer's step, inside the compiled train step.
-    Kept here, beside the layers, so that loading a saved model (its optimizer) finds it."""
-
-    def __init__(
-        self,
-        kind: str,
-        peak: float,
-        steps_per_epoch: int,
-        epochs: int,
-        warmup_epochs: float = 1.0,
-        final_lr: float = 0.0,
-        decay_rate: float = 0.5,
-    ):
-        self.kind = kind
-        self.peak = float(peak)
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.epochs = int(epochs)
-        self.warmup_epochs = float(warmup_epochs)
-        self.final_lr = float(final_lr)
-        self.decay_rate = float(decay_rate)
-
-    def __call__(self, step):
-        from pipeline.models.schedule import learning_rate
-
-        return learning_rate(self, self.peak, step, self.steps_per_epoch, self.epochs, xp=ops)
-
-    def get_config(self):
-        return {
-            "kind": self.kind,
-            "peak": self.peak,
-            "steps_per_epoch": self.steps_per_epoch,
-            "epochs": self.epochs,
-            "warmup_epochs": self.warmup_epochs,
-            "final_lr": self.final_lr,
-            "decay_rate": self.decay_rate,
-        }
 
 
 @keras.saving.register_keras_serializable(package="pipeline")

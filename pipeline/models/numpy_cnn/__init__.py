@@ -1,7 +1,7 @@
 """The scratch family: a CNN in pure NumPy, built from the architecture spec of params.yaml.
 
 ``layers`` (the plain layers: forward/backward with caches), ``fused`` (the fast
-conv-ReLU-pool path, apart from them), ``network`` (spec -> layers, flat parameters,
-save/load), ``optim`` (SGD, momentum, Adam), ``family`` (train/load/predict for the stages),
-``flavor`` (the MLflow model, logged as code).
+conv-ReLU-pool path, apart from them), ``ops`` (array kernels both use), ``network`` (spec ->
+layers, flat parameters, save/load), ``optim`` (SGD, momentum, Adam), ``family``
+(train/load/predict for the stages), ``flavor`` (the MLflow model, logged as code).
 """

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from pipeline.models.numpy_cnn.layers import Conv2D, _im2col, col_sum
+from pipeline.models.numpy_cnn.layers import Conv2D
+from pipeline.models.numpy_cnn.ops import col_sum, im2col
 
 
 class ConvReLUPool(Conv2D):
@@ -54,7 +55,7 @@ class ConvReLUPool(Conv2D):
         )  # (p, p, N, Hq, Wq, k, k, C): conv output (a + p*u, b + p*v) at [a, b, :, u, v]
         rows = n * hq * wq
         cols = self._buffer("cols", (p * p * rows, k * k * c), x.dtype, training)
-        _im2col(cols.reshape(windows.shape), windows)  # (p*p*N*Hq*Wq, k*k*C)
+        im2col(cols.reshape(windows.shape), windows)  # (p*p*N*Hq*Wq, k*k*C)
         z = self._buffer("z", (p * p * rows, f), x.dtype, training)
         np.matmul(cols, self.params["W"].reshape(k * k * c, f), out=z)
         zb = z.reshape(p * p, rows, f)  # (p*p, N*Hq*Wq, F) one block per window member

@@ -7,7 +7,9 @@ the parameter gradients into ``grads`` and returns the gradient with respect to 
 Images are NHWC; convolution kernels are (kh, kw, cin, cout) like Keras', so weights can be
 copied between the two backends as they are.
 
-The fused conv-ReLU-pool fast path lives apart, in ``fused.py``. Speed notes: convolutions
+The fused conv-ReLU-pool fast path lives apart, in ``fused.py``; the array kernels both
+use (im2col, column sums, tiled max) in ``ops.py``; output sizes and 'same' padding come
+from pipeline/core/geometry.py, as for params and the Keras layers. Speed notes: convolutions
 are one matrix product forward (im2col through ``as_strided``, channels innermost) and two
 backward (one for the kernel gradient, one for the column gradients that are folded back
 with one shifted slice-add per kernel tap); pooling with stride equal to its size is a
@@ -22,6 +24,9 @@ import math
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from pipeline.core.geometry import conv_output, conv_padding
+from pipeline.models.numpy_cnn.ops import col_sum, im2col, tile_max, tile_route
 
 
 class Layer:
@@ -72,41 +77,8 @@ class Layer:
         self.grads[key] = np.zeros_like(value)
 
 
-_ONES: dict[tuple, np.ndarray] = {}
-
-
-def col_sum(a: np.ndarray) -> np.ndarray:
-    """Column sums of a 2-D array as one matrix-vector product (several times faster than
-    ``a.sum(axis=0)`` for tall, narrow arrays)."""
-    key = (len(a), a.dtype.str)
-    ones = _ONES.get(key)
-    if ones is None:
-        if len(_ONES) > 32:
-            _ONES.clear()
-        ones = _ONES[key] = np.ones(len(a), a.dtype)
-    return ones @ a
-
-
-def _im2col(dst: np.ndarray, windows: np.ndarray) -> None:
-    """Copy sliding windows (..., k, k, C) into contiguous rows. With few channels one copy
-    per kernel tap is faster (the whole-window copy would move C values at a time)."""
-    if windows.shape[-1] >= 4:
-        np.copyto(dst, windows)
-        return
-    for i in range(windows.shape[-3]):
-        for j in range(windows.shape[-2]):
-            np.copyto(dst[..., i, j, :], windows[..., i, j, :])
-
-
 def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, dtype) -> np.ndarray:
     return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
-
-
-def _same_padding(size: int, k: int, s: int) -> tuple[int, int, int]:
-    """TensorFlow's 'same': (output size, pad before, pad after)."""
-    out = -(-size // s)
-    total = max((out - 1) * s + k - size, 0)
-    return out, total // 2, total - total // 2
 
 
 class Conv2D(Layer):
@@ -132,12 +104,9 @@ class Conv2D(Layer):
     def build(self, in_shape, rng):
         h, w, c = in_shape
         k, s = self.k, self.s
-        if self.padding == "same":
-            self.ho, self.pt, self.pb = _same_padding(h, k, s)
-            self.wo, self.pl, self.pr = _same_padding(w, k, s)
-        else:
-            self.ho, self.wo = (h - k) // s + 1, (w - k) // s + 1
-            self.pt = self.pb = self.pl = self.pr = 0
+        self.ho, self.wo = conv_output(h, k, s, self.padding), conv_output(w, k, s, self.padding)
+        self.pt, self.pb = conv_padding(h, k, s, self.padding)
+        self.pl, self.pr = conv_padding(w, k, s, self.padding)
         if self.ho < 1 or self.wo < 1:
             raise ValueError(f"{self.name}: kernel {k} does not fit input {h}x{w}")
         self.cin = c
@@ -178,7 +147,7 @@ class Conv2D(Layer):
             xp, (n, ho, wo, k, k, c), (sn, sh * s, sw * s, sh, sw, sc), writeable=False
         )  # (N, Ho, Wo, k, k, C)
         cols = self._buffer("cols", (n * ho * wo, k * k * c), x.dtype, training)
-        _im2col(cols.reshape(n, ho, wo, k, k, c), windows)  # (N*Ho*Wo, k*k*C)
+        im2col(cols.reshape(n, ho, wo, k, k, c), windows)  # (N*Ho*Wo, k*k*C)
         y = self._buffer("y", (n * ho * wo, f), x.dtype, training)
         np.matmul(cols, self.params["W"].reshape(k * k * c, f), out=y)  # (N*Ho*Wo, F)
         self.cache = {"cols": cols, "x_shape": x.shape}
@@ -329,39 +298,6 @@ class ReLU(Layer):
         return dy * (self.cache["y"] > 0)
 
 
-def _tile_max(z: np.ndarray, p: int, out: np.ndarray) -> np.ndarray:
-    """Max over p x p tiles of ``z`` (N, H, W, C) into ``out`` (N, H // p, W // p, C), one
-    elementwise maximum per tile position (rows and columns past the last tile dropped)."""
-    hq, wq = out.shape[1], out.shape[2]
-    np.copyto(out, z[:, 0 : hq * p : p, 0 : wq * p : p])
-    for i in range(p):
-        for j in range(p):
-            if i or j:
-                np.maximum(out, z[:, i : hq * p : p, j : wq * p : p], out=out)
-    return out
-
-
-def _tile_route(z: np.ndarray, m: np.ndarray, g: np.ndarray, p: int, dz: np.ndarray) -> np.ndarray:
-    """Gradient of ``m = _tile_max(z)``: ``g`` (the gradient of m) goes to the first maximal
-    input of each tile in row-major order, as TensorFlow does; ``dz`` is written whole."""
-    hq, wq = m.shape[1], m.shape[2]
-    if dz.shape[1] != hq * p or dz.shape[2] != wq * p:
-        dz.fill(0)  # rows and columns past the last tile get no gradient
-    rem = g.copy()  # (N, Hq, Wq, C) gradient not yet given to a maximal input
-    eq = np.empty(m.shape, bool)
-    last = (p - 1, p - 1)
-    for i in range(p):
-        for j in range(p):
-            dt = dz[:, i : hq * p : p, j : wq * p : p]
-            if (i, j) == last:  # whatever is left: the max is here
-                np.copyto(dt, rem)
-                break
-            np.equal(z[:, i : hq * p : p, j : wq * p : p], m, out=eq)
-            np.multiply(rem, eq, out=dt)
-            rem -= dt
-    return dz
-
-
 class MaxPool2D(Layer):
     """Max pooling, ``size`` x ``size`` windows, any stride, 'valid' or 'same' padding.
 
@@ -378,12 +314,9 @@ class MaxPool2D(Layer):
     def build(self, in_shape, rng):
         h, w, c = in_shape
         p, s = self.p, self.s
-        if self.padding == "same":
-            self.ho, self.pt, self.pb = _same_padding(h, p, s)
-            self.wo, self.pl, self.pr = _same_padding(w, p, s)
-        else:
-            self.ho, self.wo = (h - p) // s + 1, (w - p) // s + 1
-            self.pt = self.pb = self.pl = self.pr = 0
+        self.ho, self.wo = conv_output(h, p, s, self.padding), conv_output(w, p, s, self.padding)
+        self.pt, self.pb = conv_padding(h, p, s, self.padding)
+        self.pl, self.pr = conv_padding(w, p, s, self.padding)
         if self.ho < 1 or self.wo < 1:
             raise ValueError(f"{self.name}: pool size {p} does not fit input {h}x{w}")
         self.tiled = s == p and self.padding == "valid"
@@ -393,7 +326,7 @@ class MaxPool2D(Layer):
         n, h, w, c = x.shape
         p, s, ho, wo = self.p, self.s, self.ho, self.wo
         if self.tiled:
-            y = _tile_max(x, p, np.empty((n, ho, wo, c), x.dtype))  # (N, Ho, Wo, C)
+            y = tile_max(x, p, np.empty((n, ho, wo, c), x.dtype))  # (N, Ho, Wo, C)
             self.cache = {"x": x, "y": y}
             return y
         hp, wp = h + self.pt + self.pb, w + self.pl + self.pr
@@ -412,7 +345,7 @@ class MaxPool2D(Layer):
         p, s, ho, wo = self.p, self.s, self.ho, self.wo
         if self.tiled:
             x, y = self.cache["x"], self.cache["y"]
-            return _tile_route(x, y, dy, p, np.empty(x.shape, dy.dtype))  # (N, H, W, C)
+            return tile_route(x, y, dy, p, np.empty(x.shape, dy.dtype))  # (N, H, W, C)
         n, h, w, c = self.cache["x_shape"]
         arg = self.cache["arg"]  # (N, Ho, Wo, C)
         hp, wp = h + self.pt + self.pb, w + self.pl + self.pr

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import keras
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.models.keras.layers import CubicDense, CustomConv2D, CustomMaxPooling2D
+from pipeline.models.keras.schedule import ParamsSchedule
 
 RNG = np.random.default_rng(0)
 
@@ -200,6 +203,68 @@ def test_keras_save_and_load_in_a_fresh_process(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "CubicDense" in done.stdout and "CustomConv2D" in done.stdout
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+FLAVOR_IMPORTS = [  # all that MLflow's loader imports besides keras (serving has no more)
+    "pipeline",
+    "pipeline.core",
+    "pipeline.core.geometry",
+    "pipeline.models",
+    "pipeline.models.keras",
+    "pipeline.models.keras.flavor",
+    "pipeline.models.keras.layers",
+    "pipeline.models.keras.schedule",
+    "pipeline.models.mlflow_keras",
+    "pipeline.models.mlflow_keras.models",
+    "pipeline.models.schedule",
+]
+
+
+@pytest.mark.slow
+def test_mlflow_loader_alone_loads_a_scheduled_optimizer_saved_under_the_old_module(tmp_path):
+    """The module MLflow imports (pipeline.models.mlflow_keras) loads, in a fresh process, a
+    model whose optimizer runs on ParamsSchedule, with the config naming the module the
+    schedule lived in before it moved (layers.py): Keras finds it by its registered name."""
+    keras.utils.set_random_seed(2)
+    model = _custom_model()
+    model.compile(
+        keras.optimizers.Adam(ParamsSchedule("warmup_cosine", 0.01, 4, 2)),
+        "sparse_categorical_crossentropy",
+    )
+    x = RNG.random((16, 12, 12, 1), dtype=np.float32)
+    model.fit(x, np.arange(16) % 3, epochs=1, batch_size=4, verbose=0)
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(files["config.json"])
+    rate = config["compile_config"]["optimizer"]["config"]["learning_rate"]
+    assert rate["registered_name"] == "pipeline>ParamsSchedule"
+    rate["module"] = "pipeline.models.keras.layers"
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "old.keras", "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(
+        f"""
+        import sys, keras, numpy as np
+        before = set(sys.modules)
+        from pipeline.models.mlflow_keras import models
+        print(sorted(set(sys.modules) - before))
+        model = models.load_model({str(tmp_path / "old.keras")!r})
+        print(type(model.optimizer._learning_rate).__name__)
+        print(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+        x = np.load({str(tmp_path / "x.npy")!r})
+        np.save({str(tmp_path / "y.npy")!r}, model.predict(x, verbose=0))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported, schedule, rate = done.stdout.strip().splitlines()[-3:]
+    assert imported == str(FLAVOR_IMPORTS)
+    assert schedule == "ParamsSchedule"
+    assert float(rate) == float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0))
 
 
 def test_fused_batch_norm_matches_the_keras_ops_maths_and_its_gradient():

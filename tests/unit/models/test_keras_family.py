@@ -27,7 +27,9 @@ from pipeline.core.params import (
 from pipeline.data.augment import augment
 from pipeline.data.prepared import Split
 from pipeline.devtools import bench_keras
+from pipeline.models.keras import build as keras_build
 from pipeline.models.keras import family as keras_family
+from pipeline.models.keras.feed import EpochArrays
 from pipeline.models.schedule import learning_rate
 
 CNN = (
@@ -67,11 +69,11 @@ def model_params(arch=CNN, family="keras", **train) -> ModelParams:
 def test_epoch_batches_depend_only_on_seed_epoch_and_index():
     data = split(10, 3)
     aug = AugmentParams(rotation=15, shift=0.1)
-    a = keras_family.EpochArrays(data, 4, seed=7, augment_params=aug)
+    a = EpochArrays(data, 4, seed=7, augment_params=aug)
     assert len(a) == 3
     x1, y1 = a.epoch(1)
     _ = a.epoch(0), a.epoch(2)  # other epochs built in between change nothing
-    x1b, y1b = keras_family.EpochArrays(data, 4, seed=7, augment_params=aug).epoch(1)
+    x1b, y1b = EpochArrays(data, 4, seed=7, augment_params=aug).epoch(1)
     np.testing.assert_array_equal(x1, x1b)
     np.testing.assert_array_equal(y1, y1b)
     # Batch 2 of epoch 1 is the permutation's images augmented by a generator of (7, 1, 2).
@@ -80,7 +82,7 @@ def test_epoch_batches_depend_only_on_seed_epoch_and_index():
     np.testing.assert_array_equal(x1[8:10], want)
     assert sorted(y1) == sorted(data.y)
     assert not np.array_equal(y1, a.epoch(0)[1])  # reshuffled every epoch
-    plain = keras_family.EpochArrays(data, 4, seed=7, shuffle=False)
+    plain = EpochArrays(data, 4, seed=7, shuffle=False)
     np.testing.assert_array_equal(plain.epoch(3)[0], data.x)  # no augmentation, no shuffle
     # tf.data hands out exactly these batches, epoch after epoch.
     batches = list(a.dataset(first_epoch=1).take(4).as_numpy_iterator())
@@ -93,14 +95,14 @@ def test_epoch_batches_depend_only_on_seed_epoch_and_index():
     ("name", "kind"), [("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Adam)]
 )
 def test_optimizers(name, kind):
-    opt = keras_family.keras_optimizer(model_params(optimizer=name, learning_rate=0.05).train)
+    opt = keras_build.keras_optimizer(model_params(optimizer=name, learning_rate=0.05).train)
     assert isinstance(opt, kind)
     assert float(opt.learning_rate.numpy()) == pytest.approx(0.05)
 
 
 def test_momentum_and_weight_decay():
     tp = model_params(optimizer="momentum", momentum=0.8, weight_decay=1e-4).train
-    opt = keras_family.keras_optimizer(tp)
+    opt = keras_build.keras_optimizer(tp)
     assert isinstance(opt, keras.optimizers.SGD)
     assert opt.momentum == pytest.approx(0.8)
     assert opt.weight_decay == pytest.approx(1e-4)
@@ -240,7 +242,7 @@ def test_inference_accuracy_after_one_epoch_matches_training_mode(tmp_path: Path
 
     # The same epoch without recalibration: the moving statistics mislead inference.
     raw = keras_family.build(mp, train_data.x.shape[1:], seed=1)
-    feed = keras_family.EpochArrays(train_data, 32, seed=1)
+    feed = EpochArrays(train_data, 32, seed=1)
     raw.fit(feed.dataset(), steps_per_epoch=len(feed), shuffle=False, epochs=1, verbose=0)
     assert _accuracy(raw, val) < _train_mode_accuracy(raw, val) - 0.1
 
@@ -258,10 +260,10 @@ def test_inference_accuracy_after_one_epoch_matches_training_mode(tmp_path: Path
 def test_keras_schedule_is_the_numpy_formula(sched):
     """The optimizer's rate, step by step, is pipeline.models.schedule's formula."""
     tp = model_params(epochs=4, learning_rate=0.003, lr_schedule=sched).train
-    schedule = keras_family.make_schedule(tp, steps_per_epoch=10)
+    schedule = keras_build.make_schedule(tp, steps_per_epoch=10)
     want = [float(learning_rate(sched, 0.003, s, 10, 4)) for s in range(41)]
     got = [float(keras.ops.convert_to_numpy(schedule(s))) for s in range(41)]
-    opt = keras_family.keras_optimizer(tp, steps_per_epoch=10)
+    opt = keras_build.keras_optimizer(tp, steps_per_epoch=10)
     assert float(keras.ops.convert_to_numpy(opt.learning_rate)) == pytest.approx(want[0])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
     assert max(want) == pytest.approx(0.003, rel=1e-6)
@@ -289,7 +291,7 @@ def test_history_logs_the_scheduled_rate_and_the_model_reloads(tmp_path: Path):
     sched = LRScheduleParams(kind="warmup_cosine", warmup_epochs=1)
     mp = model_params(SEED_LIKE, "custom", epochs=3, learning_rate=0.003, lr_schedule=sched)
     history = keras_family.train(mp, TRAIN, VAL, seed=0, out_dir=tmp_path, verbose=0)
-    steps = len(keras_family.EpochArrays(TRAIN, 32, 0))  # 3 batches an epoch
+    steps = len(EpochArrays(TRAIN, 32, 0))  # 3 batches an epoch
     want = [float(learning_rate(sched, 0.003, e * steps, steps, 3)) for e in range(3)]
     assert [r["learning_rate"] for r in history] == pytest.approx(want, rel=1e-5)
     # the saved optimizer and its schedule deserialize (stages load with compile=False)
