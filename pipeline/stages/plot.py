@@ -49,7 +49,7 @@ def run(params: Params, root: Path, out_dir: Path) -> dict[str, float]:
 
     tracking.setup(params.mlflow.experiment)
     runs = {n: tracking.load_run_id(config.model_dir(n, root)) for n in params.models}
-    with tracking.execution_run(COMPARE_RUN, tracking.stage_tags(COMPARE_RUN, root)):
+    with tracking.execution_run(COMPARE_RUN, tracking.run_tags(COMPARE_RUN, root=root)):
         tracking.log_params({f"run.{n}": run_id for n, run_id in runs.items()})
         tracking.log_metrics({f"test_accuracy.{n}": a for n, a in accuracy.items()})
         tracking.log_artifacts(out_dir, artifact_path=COMPARE_RUN)

@@ -80,7 +80,7 @@ def test_champion_unchanged_without_a_test_accuracy_or_a_version(client):
 @pytest.mark.slow
 def test_promote_champions_logs_one_line_a_model(client, caplog):
     runs = {"a": new_version(client, "a", 0.7), "b": new_version(client, "b", 0.6)}
-    with caplog.at_level("INFO", logger="pipeline.tracking"):
+    with caplog.at_level("INFO", logger="pipeline.tracking.registry"):
         lines = tracking.promote_champions(runs)
     assert len(lines) == 2 and [r.getMessage() for r in caplog.records] == lines
     assert champion(client, "a") == "1" and champion(client, "b") == "1"

@@ -122,3 +122,22 @@ def test_run_id_file_round_trip(tmp_path):
     assert tracking.load_run_id(tmp_path) == "abc"
     with pytest.raises(FileNotFoundError, match="no MLflow run id"):
         tracking.load_run_id(Path(tmp_path / "nope"))
+
+
+def test_a_run_no_model_owns_is_tagged_with_its_kind(tmp_path, monkeypatch):
+    """plot's cross-model run: the same provenance tags as a model's run, its kind instead
+    of preset, family and dataset."""
+    monkeypatch.setenv("PIPELINE_REPRO_ID", "rep-2")
+    monkeypatch.setenv("DVC_STAGE", "plot")
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    tags = tracking.run_tags("compare", root=tmp_path)  # not a git checkout
+    assert tags == {
+        "run_kind": "compare",
+        "mlflow.source.git.commit": "unknown",
+        "git_dirty": "unknown",
+        "dvc_stage": "plot",
+        "mlflow.runName": "compare",
+        "repro_id": "rep-2",
+    }
+    with pytest.raises(TypeError, match="both family and dataset"):
+        tracking.run_tags("m", "keras", root=tmp_path)
