@@ -23,7 +23,7 @@ export PYTHONHASHSEED := 0
 # Stage commands in dvc.yaml run bin/python, which finds .venv itself: no PATH set-up here,
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
-.PHONY: bench bench-keras compare help setup repro test test-fast lint actionlint format ui clean \
+.PHONY: bench bench-keras benchmarks compare help setup repro test test-fast lint actionlint format ui clean \
 	verify-repro server server-stop
 
 help: ## List every target with its description
@@ -104,6 +104,9 @@ compare: setup ## Compare two runs: make compare A=<run id|preset|preset@exp> B=
 
 bench-keras: setup ## Keras/custom presets: the pipeline's feed vs a plain fit on arrays (last line JSON)
 	$(BIN)/python -m pipeline.devtools.bench_keras
+
+benchmarks: setup ## Rewrite docs/benchmarks.md: the last make repro's figures, then runs bench and bench-keras
+	$(BIN)/python -m pipeline.devtools.benchmarks
 
 clean: ## Remove pipeline outputs (data, models, metrics, plots, reports) and caches, keep .venv and the MLflow store
 	rm -rf data/raw data/prepared models metrics plots reports .pytest_cache .ruff_cache
