@@ -3,5 +3,6 @@
 ``layers`` (the plain layers: forward/backward with caches), ``fused`` (the fast
 conv-ReLU-pool path, apart from them), ``ops`` (array kernels both use), ``network`` (spec ->
 layers, flat parameters, save/load), ``optim`` (SGD, momentum, Adam), ``family``
-(train/load/predict for the stages), ``flavor`` (the MLflow model, logged as code).
+(train/load/predict for the stages), ``callbacks`` (what training does after each epoch),
+``flavor`` (the MLflow model, logged as code).
 """

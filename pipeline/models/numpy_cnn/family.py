@@ -1,16 +1,20 @@
 """The scratch family: train, save, load and inspect a NumPy network built from the spec.
 
 The train stage calls ``train``; evaluate and plot call ``load``, ``predict_proba``,
-``first_layer_kernels`` and ``feature_maps``.
+``first_layer_kernels`` and ``feature_maps`` (the contract of pipeline/models/family.py).
+``train`` is a loop over epochs: ``run_epoch`` (one ``Trainer`` step a batch, at the rate of
+``step_rate`` under a schedule), validation, then the callbacks of ``callbacks.py`` (history,
+early stopping, checkpoint, reduce-on-plateau).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,7 @@ from tqdm import tqdm
 from pipeline.core.params import ModelParams, TrainParams
 from pipeline.data.augment import augment
 from pipeline.data.prepared import Split
+from pipeline.models.numpy_cnn import callbacks
 from pipeline.models.numpy_cnn.fused import ConvReLUPool
 from pipeline.models.numpy_cnn.layers import Conv2D
 from pipeline.models.numpy_cnn.network import Network
@@ -103,6 +108,67 @@ def _batches(x, y, batch_size, rng, tp: TrainParams):
                 yield xc[i : i + batch_size], yc[i : i + batch_size]
 
 
+@dataclass
+class EpochStats:
+    """What one pass over the training batches measured."""
+
+    loss: float  # mean over the images
+    accuracy: float
+    learning_rate: float | None  # the rate of the epoch's first step
+    images: int
+    seconds: float
+    grad_norms: dict[str, float]  # mean gradient norm of each layer over the steps
+
+
+def step_rate(tp: TrainParams, n_batches: int) -> Callable[[int], float] | None:
+    """The learning rate of optimizer step ``step`` (0 is the first of training) under
+    ``tp.lr_schedule``; None without a schedule."""
+    if tp.lr_schedule is None:
+        return None
+    sched, peak, epochs = tp.lr_schedule, tp.learning_rate, tp.epochs
+    return lambda step: float(scheduled_rate(sched, peak, step, n_batches, epochs))
+
+
+def run_epoch(
+    trainer: Trainer,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    n_batches: int,
+    rate: Callable[[int], float] | None = None,
+    first_step: int = 0,
+    bar: tqdm | None = None,
+) -> EpochStats:
+    """One optimizer step a batch; with ``rate``, step ``first_step + i`` runs at
+    ``rate(first_step + i)``. ``bar`` shows the running loss and accuracy (closed at the end)."""
+    t0 = time.perf_counter()
+    loss_sum, correct, seen, epoch_lr = 0.0, 0, 0, None
+    trainer.norm_sums = norm_sums = dict.fromkeys(trainer.net.slices, 0.0)
+    for i, (xb, yb) in enumerate(batches):
+        if rate is not None:
+            trainer.opt.learning_rate = rate(first_step + i)
+        if epoch_lr is None:
+            epoch_lr = trainer.opt.learning_rate
+        loss, ok = trainer.step(xb, yb)
+        loss_sum += loss * len(yb)
+        correct += ok
+        seen += len(yb)
+        if bar is not None and i % 50 == 49:
+            bar.update(50)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    norms = {k: v / n_batches for k, v in norm_sums.items()}
+    return EpochStats(loss_sum / seen, correct / seen, epoch_lr, seen, seconds, norms)
+
+
+def progress_bar(epoch: int, epochs: int, n_batches: int, show: bool = True) -> tqdm:
+    """The batches of one epoch, on the terminal while they run (gone after it)."""
+    return tqdm(
+        total=n_batches, desc=f"epoch {epoch}/{epochs}", unit="batch",
+        disable=not show, leave=False, mininterval=0.5,
+    )  # fmt: skip
+
+
 def train(
     mp: ModelParams,
     train: Split,
@@ -114,90 +180,49 @@ def train(
     progress: bool = True,
 ) -> list[dict]:
     """Train a network built from ``mp.arch`` with ``mp.train``; save it to
-    ``out_dir/model.npz`` and return the per-epoch history."""
-    tp = mp.train
+    ``out_dir/model.npz`` and return the per-epoch history (each row also to ``on_epoch``)."""
+    tp, out_dir = mp.train, Path(out_dir)
     net = Network(mp.arch, train.x.shape[1:], seed=seed)
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
     trainer = Trainer(net, tp, seed)
-    history: list[dict] = []
-    best_loss, best_weights, bad_epochs = math.inf, None, 0
-    plateau_best, plateau_bad = math.inf, 0
     n_batches = math.ceil(len(train) / tp.batch_size)
+    rate = step_rate(tp, n_batches)
+    history = callbacks.History(on_epoch)
+    after_epoch = [history, *callbacks.from_params(tp, out_dir / CHECKPOINT_FILE)]
     try:
         with blas_single_thread():
             for epoch in range(1, tp.epochs + 1):
-                t0 = time.perf_counter()
-                loss_sum, correct, seen = 0.0, 0, 0
-                trainer.norm_sums = norm_sums = dict.fromkeys(net.slices, 0.0)
-                bar = tqdm(
-                    total=n_batches, desc=f"epoch {epoch}/{tp.epochs}", unit="batch",
-                    disable=not progress, leave=False, mininterval=0.5,
-                )  # fmt: skip
-                epoch_lr = None
-                for i, (xb, yb) in enumerate(_batches(train.x, train.y, tp.batch_size, rng, tp)):
-                    if tp.lr_schedule is not None:  # the rate of this step, from the step alone
-                        step = (epoch - 1) * n_batches + i
-                        trainer.opt.learning_rate = float(
-                            scheduled_rate(
-                                tp.lr_schedule, tp.learning_rate, step, n_batches, tp.epochs
-                            )
-                        )
-                    if epoch_lr is None:
-                        epoch_lr = trainer.opt.learning_rate  # the rate the epoch starts with
-                    loss, ok = trainer.step(xb, yb)
-                    loss_sum += loss * len(yb)
-                    correct += ok
-                    seen += len(yb)
-                    if i % 50 == 49:
-                        bar.update(50)
-                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-                bar.close()
-                seconds = time.perf_counter() - t0
-                val_loss, val_acc = net.evaluate(val.x, val.y)
-                row = {
-                    "epoch": epoch,
-                    "loss": loss_sum / seen,
-                    "accuracy": correct / seen,
-                    "val_loss": val_loss,
-                    "val_accuracy": val_acc,
-                    "learning_rate": epoch_lr,
-                    "epoch_seconds": seconds,
-                    "images_per_second": seen / seconds,
-                    **{f"grad_norm/{k}": v / n_batches for k, v in norm_sums.items()},
-                }
-                history.append(row)
-                if on_epoch:
-                    on_epoch(row)
-                es = tp.early_stopping
-                if val_loss < best_loss - (es.min_delta if es else 0.0):
-                    best_loss, bad_epochs = val_loss, 0
-                    if es:
-                        best_weights = net.get_weights()
-                    if tp.checkpoint:
-                        Path(out_dir).mkdir(parents=True, exist_ok=True)
-                        net.save(Path(out_dir) / CHECKPOINT_FILE)
-                else:
-                    bad_epochs += 1
-                if es and bad_epochs >= es.patience:
+                batches = _batches(train.x, train.y, tp.batch_size, rng, tp)
+                bar = progress_bar(epoch, tp.epochs, n_batches, progress)
+                stats = run_epoch(trainer, batches, n_batches, rate, (epoch - 1) * n_batches, bar)
+                row = epoch_row(epoch, stats, net.evaluate(val.x, val.y))
+                for callback in after_epoch:
+                    callback.epoch_end(row, net, trainer.opt)
+                if any(callback.stop for callback in after_epoch):
                     break
-                rl = tp.reduce_lr
-                if rl:
-                    if val_loss < plateau_best:
-                        plateau_best, plateau_bad = val_loss, 0
-                    else:
-                        plateau_bad += 1
-                        if plateau_bad >= rl.patience:
-                            lr = max(trainer.opt.learning_rate * rl.factor, rl.min_lr)
-                            trainer.opt.learning_rate = lr
-                            plateau_bad = 0
     finally:
         trainer.close()
-    if best_weights is not None:
-        net.set_weights(best_weights)
-    out_dir = Path(out_dir)
+    for callback in after_epoch:
+        callback.train_end(net)
     out_dir.mkdir(parents=True, exist_ok=True)
     net.save(out_dir / MODEL_FILE)
-    return history
+    return history.rows
+
+
+def epoch_row(epoch: int, stats: EpochStats, val: tuple[float, float]) -> dict:
+    """The history row of an epoch (keys in the order of history.csv's columns)."""
+    val_loss, val_accuracy = val
+    return {
+        "epoch": epoch,
+        "loss": stats.loss,
+        "accuracy": stats.accuracy,
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
+        "learning_rate": stats.learning_rate,
+        "epoch_seconds": stats.seconds,
+        "images_per_second": stats.images / stats.seconds,
+        **{f"grad_norm/{k}": v for k, v in stats.grad_norms.items()},
+    }
 
 
 def load_file(path: Path) -> Network:
