@@ -3,7 +3,7 @@
 The rate is a function of the optimizer step alone (``step`` 0 is the first update), so it
 does not depend on timing or on how often it is read. The scratch family calls
 ``learning_rate`` before each step; the Keras families wrap the same formula in a
-``keras.optimizers.schedules.LearningRateSchedule`` (pipeline.models.keras.family) that
+``keras.optimizers.schedules.LearningRateSchedule`` (pipeline/models/keras/schedule.py) that
 evaluates it inside the compiled train step. ``xp`` is the array module: ``numpy`` here,
 ``keras.ops`` there.
 """
