@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
+from pipeline.core import numenv
 from pipeline.report.metrics import confusion
 
 MAX_THUMBNAILS = 120  # per grid; the JSON block lists every index
@@ -121,6 +122,7 @@ class Comparison:
             "both_wrong_same_prediction": self.same_mistake,
             "shared_confusions": self.shared_confusions,
             "params_diff": [list(r) for r in self.params_diff],
+            "environment": [list(r) for r in environment_rows(self.a, self.b)],
             "warnings": self.warnings,
         }
 
@@ -159,8 +161,28 @@ def _metrics_rows(a: RunData, b: RunData) -> list[tuple[str, float | None, float
     return [(k, a.metrics.get(k), b.metrics.get(k)) for k in keys]
 
 
+def environment_rows(a: RunData, b: RunData) -> list[tuple[str, str | None, str | None]]:
+    """Both runs' numeric environments (``env.*`` tags, pipeline/core/numenv.py), one row a
+    field: the fields that change numbers first, then the rest."""
+    ea, eb = numenv.from_tags(a.tags), numenv.from_tags(b.tags)
+    order = [*numenv.FINGERPRINT_FIELDS, "fingerprint", "cpu_model", "python"]
+    keys = [k for k in order if k in ea or k in eb]
+    keys += sorted((set(ea) | set(eb)) - set(keys))
+    return [(k, ea.get(k), eb.get(k)) for k in keys]
+
+
 def _warnings(a: RunData, b: RunData) -> list[str]:
     out = []
+    ea, eb = numenv.from_tags(a.tags), numenv.from_tags(b.tags)
+    if ea.get("fingerprint") and eb.get("fingerprint") and ea["fingerprint"] != eb["fingerprint"]:
+        fields = ", ".join(
+            f"{k} {ea.get(k, '–')} / {eb.get(k, '–')}" for k in numenv.differences(ea, eb)
+        )
+        out.append(
+            f"The numeric environments differ (A / B: {fields}): the runs took different "
+            "floating-point kernels, so a few images may flip with no change to the model; "
+            "judge small differences against seed-to-seed noise (README, Reproducibility)."
+        )
     ha, hb = a.tags.get("dataset_dvc_md5"), b.tags.get("dataset_dvc_md5")
     if ha and hb and ha != hb:
         out.append(

@@ -27,6 +27,7 @@ from pipeline.compare.analysis import (
     PROVENANCE_TAGS,
     Comparison,
     RunData,
+    environment_rows,
 )
 from pipeline.report import figures
 
@@ -160,6 +161,21 @@ def _runs_section(c: Comparison) -> str:
             f"<td{style}><code>{_e(vb or '–')}</code></td></tr>"
         )
     return "<h2 id='runs'>Runs</h2>" + _table(["", "A", "B"], rows)
+
+
+def _environment_section(c: Comparison) -> str:
+    out = "<h2 id='environment'>Numeric environment</h2>"
+    rows = environment_rows(c.a, c.b)
+    if not rows:
+        return out + "<p class='note'>Neither run recorded its numeric environment.</p>"
+    cells = []
+    for key, va, vb in rows:
+        style = " class='worse'" if va != vb else ""
+        cells.append(
+            f"<tr><td>{_e(key)}</td><td{style}><code>{_e(va or '–')}</code></td>"
+            f"<td{style}><code>{_e(vb or '–')}</code></td></tr>"
+        )
+    return out + _table(["", "A", "B"], cells)
 
 
 def _time(ms: int | None) -> str:
@@ -304,6 +320,7 @@ def _both_wrong_section(c: Comparison) -> str:
 
 SECTIONS = (
     ("runs", _runs_section),
+    ("environment", _environment_section),
     ("params", _params_section),
     ("metrics", _metrics_section),
     ("curves", _curves_section),

@@ -26,10 +26,14 @@ def run_copy(dest: Path, profile: str) -> Path:
     workspace.copy_project(dest)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["PIPELINE_ROOT"] = str(dest)
-    subprocess.run(
-        [sys.executable, "-m", "pipeline.devtools.profile", profile], cwd=dest, env=env, check=True
-    )
-    workspace.commit_all(dest, f"profile {profile}")
+    if profile != "default":  # default: params.yaml as committed
+        subprocess.run(
+            [sys.executable, "-m", "pipeline.devtools.profile", profile],
+            cwd=dest,
+            env=env,
+            check=True,
+        )
+        workspace.commit_all(dest, f"profile {profile}")
     start = time.perf_counter()
     dvc = Path(sys.executable).with_name("dvc")  # the copy's stages find .venv via bin/python
     subprocess.run([str(dvc), "repro"], cwd=dest, env=env, check=True)
@@ -59,7 +63,9 @@ def compare(a: Path, b: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="tiny", help="profiles/<name>.yaml (default tiny)")
+    parser.add_argument(
+        "--profile", default="tiny", help="profiles/<name>.yaml, or default (params.yaml as is)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the two copies")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="verify-repro-"))

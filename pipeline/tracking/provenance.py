@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.core import config
+from pipeline.core import config, numenv
 from pipeline.core.dvc_outs import lock_stages
 from pipeline.tracking.orphans import boot_id, proc_parent, proc_start
 
@@ -90,13 +90,15 @@ def run_tags(
 ) -> dict[str, str]:
     """The tags of a new run: git commit and dirty flag, DVC stage, DVC experiment name and
     ``repro_id``. A model's run (``family`` and ``dataset`` given, ``name`` its preset) adds
-    ``preset``, ``family``, ``dataset`` and the dataset's DVC hash; any other run (plot's
-    cross-model run) adds ``run_kind`` = ``name``. The run is named ``name``."""
+    ``preset``, ``family``, ``dataset``, the dataset's DVC hash and the numeric environment
+    (``env.*``, pipeline/core/numenv.py); any other run (plot's cross-model run) adds
+    ``run_kind`` = ``name``. The run is named ``name``."""
     if (family is None) != (dataset is None):
         raise TypeError("run_tags: give both family and dataset (a model's run) or neither")
     status = git_status(root)
     if family is not None and dataset is not None:
         tags = {"preset": name, "family": family, "dataset": dataset}
+        tags |= numenv.as_tags(numenv.probe())
     else:
         tags = {"run_kind": name}
     tags |= {

@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 from filelock import FileLock
 
-from pipeline.core import config
+from pipeline.core import config, numenv
 from pipeline.tracking.provenance import dataset_hash, git_commit
 from pipeline.tracking.store import TrackingError, reachable, with_retry
 
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 def register_model(preset: str, dataset: str, root: Path = config.ROOT) -> str:
     """Register the model just logged to the active run as a new version of the registered
-    model ``<preset>``, tagged with the preset, git commit and DVC hash of its data."""
+    model ``<preset>``, tagged with the preset, git commit, DVC hash of its data and the
+    numeric environment of the training (``env.*``, pipeline/core/numenv.py)."""
     logged = mlflow.last_logged_model()
     if logged is None:
         raise TrackingError(f"{preset}: no model was logged to register")
@@ -30,7 +31,7 @@ def register_model(preset: str, dataset: str, root: Path = config.ROOT) -> str:
         "preset": preset,
         "git_commit": git_commit(root) or "unknown",
         "dataset_dvc_md5": dataset_hash(dataset, root) or "unknown",
-    }
+    } | numenv.as_tags(numenv.probe())
     with reachable():
         version = with_retry(
             lambda: mlflow.register_model(f"models:/{logged.model_id}", preset, tags=tags)
