@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic IDX data built through the real writer."""
+"""Shared fixtures: small synthetic IDX data, and the tiny project built once per session
+(the helpers they use are in tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -10,37 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from pipeline.core import config
-from pipeline.data.idx import encode_idx
+from tests.helpers import REPO, make_digits, write_raw
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def make_digits(n_per_class: int, seed: int, classes=range(10)) -> tuple[np.ndarray, np.ndarray]:
-    """Digit-like uint8 images: a class-specific stroke pattern plus noise, labels shuffled."""
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for c in classes:
-        base = np.zeros((28, 28), dtype=np.float32)
-        base[4 + c : 24 - c // 2, 6 + (c % 5) * 3 : 10 + (c % 5) * 3] = 200
-        base[10 + c % 4, 4:24] = 255
-        noise = rng.integers(0, 40, size=(n_per_class, 28, 28))
-        images.append(np.clip(base[None] + noise, 0, 255).astype(np.uint8))
-        labels.append(np.full(n_per_class, c, dtype=np.uint8))
-    x, y = np.concatenate(images), np.concatenate(labels)
-    order = rng.permutation(len(y))
-    return x[order], y[order]
-
-
-def write_raw(folder: Path, train, test) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = (train[0], train[1], test[0], test[1])
-    for name, arr in zip(config.RAW_FILES, arrays, strict=True):
-        (folder / name).write_bytes(encode_idx(arr))
-    return folder
+__all__ = ["REPO"]  # some test files still import it from here; tests/helpers.py has it
 
 
 @pytest.fixture
@@ -57,45 +32,6 @@ def synthetic_raw(tmp_path) -> Path:
 # are run first; `tiny_built` waits for the build. Tests that change things work on their
 # own copy.
 
-PLAIN_PATH = "/usr/local/bin:/usr/bin:/bin"  # what a shell that activated nothing has
-
-
-def plain_env(**extra: str) -> dict[str, str]:
-    """The environment of a user's plain shell: no venv on PATH, no MLflow/DVC/pipeline vars."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MLFLOW_", "PIPELINE_", "DVC_", "VIRTUAL_ENV"))
-    }
-    env["PATH"] = PLAIN_PATH
-    env["GX_ANALYTICS_ENABLED"] = "False"
-    env["PYTHONHASHSEED"] = "0"
-    return env | extra
-
-
-def sh(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}"
-            f"\n{proc.stderr[-4000:]}"
-        )
-    return proc
-
-
-def build_tiny(dest: Path) -> Path:
-    """Copy the project to ``dest``, apply the tiny profile, commit, `dvc repro`; the log of
-    the repro is kept in ``dest/.repro.log``."""
-    from pipeline.devtools import workspace
-
-    workspace.copy_project(dest, REPO)
-    env = plain_env()
-    sh(["bin/python", "-m", "pipeline.profile", "tiny"], dest, env)
-    workspace.commit_all(dest, "tiny profile")
-    out = sh([".venv/bin/dvc", "repro"], dest, env)
-    (dest / ".repro.log").write_text(out.stdout + out.stderr)
-    return dest
-
 
 def _shared_dir(config: pytest.Config) -> Path:
     """This session's own temp folder, common to its xdist workers (each has base/../gwN)."""
@@ -104,7 +40,7 @@ def _shared_dir(config: pytest.Config) -> Path:
 
 
 _BUILD = (
-    "import sys; from pathlib import Path; from tests.conftest import build_tiny; "
+    "import sys; from pathlib import Path; from tests.helpers import build_tiny; "
     "build_tiny(Path(sys.argv[1]))"
 )
 _builder: subprocess.Popen | None = None  # the build this process started, if any
@@ -138,30 +74,46 @@ def _needs_tiny(item: pytest.Item) -> bool:
     return "tiny_built" in getattr(item, "fixturenames", ())
 
 
+def _rel(item: pytest.Item) -> str:
+    """The item's file relative to tests/ (names repeat across folders: test_loading.py)."""
+    return item.path.relative_to(Path(__file__).parent).as_posix()
+
+
 # Files that need the tiny project, longest first (measured with --durations), so that the
 # last file a worker takes is a short one.
-_TINY_ORDER = ("test_e2e_dvc.py", "test_remote.py", "test_compare.py", "test_hardening.py",
-               "test_workflow.py")  # fmt: skip
+_TINY_ORDER = (
+    "integration/test_e2e_dvc.py",
+    "integration/test_remote.py",
+    "integration/test_workflow.py",
+    "integration/test_compare.py",
+    "integration/test_stage_failures.py",
+    "integration/test_loading.py",
+    "integration/test_plots_page.py",
+)
 # Long files that do not need it: first of all, beside the build (the server tests build a
 # one-model project of their own: about 3 minutes on one worker).
-_FIRST = ("test_server.py",)
+_FIRST = ("integration/test_server.py",)
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection: only the tests that run
 def pytest_collection_modifyitems(session: pytest.Session, config, items) -> None:
     """Start the tiny build when a collected test needs it, and run the test files that do
     not need it first, the longest of them first of all (with --dist loadfile and
-    --no-loadscope-reorder, xdist hands out files in this order)."""
-    tiny_files = {item.path.name for item in items if _needs_tiny(item)}
+    --no-loadscope-reorder, xdist hands out files in this order). A test that needs the
+    tiny project and is not marked slow is an error: `make test-fast` never builds it."""
+    unmarked = [i.nodeid for i in items if _needs_tiny(i) and not i.get_closest_marker("slow")]
+    if unmarked:
+        raise pytest.UsageError(f"needs the tiny project but is not marked slow: {unmarked}")
+    tiny_files = {_rel(item) for item in items if _needs_tiny(item)}
     if not tiny_files:
         return
     _start_tiny_build(_shared_dir(config))
 
     def rank(item: pytest.Item) -> tuple[int, int]:
-        name = item.path.name
-        if name not in tiny_files:
-            return (0, 0) if name in _FIRST else (1, 0)
-        return (2, _TINY_ORDER.index(name) if name in _TINY_ORDER else len(_TINY_ORDER))
+        rel = _rel(item)
+        if rel not in tiny_files:
+            return (0, 0) if rel in _FIRST else (1, 0)
+        return (2, _TINY_ORDER.index(rel) if rel in _TINY_ORDER else len(_TINY_ORDER))
 
     items.sort(key=rank)  # stable: the order inside a file is kept
 
@@ -194,26 +146,3 @@ def tiny_built(request: pytest.FixtureRequest) -> Path:
         code = rc_file.read_text().strip()
         raise AssertionError(f"the tiny build failed (exit {code}):\n{log[-4000:]}")
     return shared / "tiny-built"
-
-
-def copy_tiny(built: Path, dest: Path) -> Path:
-    """A private copy of the built tiny project (git, DVC cache, MLflow store and all); the
-    copy's MLflow store points at the copy's own artifact folder."""
-    import sqlite3
-
-    shutil.copytree(built, dest, symlinks=True)
-    db = sqlite3.connect(dest / "mlflow.db")
-    try:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        for table in tables:
-            for col in db.execute(f"PRAGMA table_info({table})").fetchall():
-                if col[2].upper().startswith(("VARCHAR", "TEXT")):
-                    db.execute(
-                        f"UPDATE {table} SET {col[1]} = replace({col[1]}, ?, ?) "
-                        f"WHERE {col[1]} LIKE ?",
-                        (str(built), str(dest), f"%{built}%"),
-                    )
-        db.commit()
-    finally:
-        db.close()
-    return dest

@@ -25,7 +25,7 @@ from pipeline.compare import cli as tool
 from pipeline.compare.analysis import RunData
 from pipeline.core import config
 from pipeline.data.prepared import Split, save_split
-from tests.conftest import copy_tiny, plain_env, sh
+from tests.helpers import copy_tiny, plain_env, sh
 
 BIN = Path(sys.executable).parent
 LR_B = "0.05"  # dense_mlp's learning rate is 0.01 in params.yaml

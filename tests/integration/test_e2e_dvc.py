@@ -8,21 +8,15 @@ stages that depend on it.
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import copy_tiny, plain_env
-from tests.conftest import sh as _sh
+from tests.helpers import copy_tiny, plain_env, sh, stages_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def mlflow_store(root: Path):
@@ -157,14 +151,14 @@ def test_logged_models_predict_like_the_stage(project):
 
 def test_second_repro_does_nothing(project):
     root, env, _ = project
-    again = _sh(["bin/dvc", "repro"], root, env)
+    again = sh(["bin/dvc", "repro"], root, env)
     assert stages_run(again.stdout) == set()
     assert "Data and pipelines are up to date" in again.stdout
 
 
 def test_param_change_reruns_only_the_affected_stages(project):
     root, env, _ = project
-    out = _sh(
+    out = sh(
         ["bin/dvc", "exp", "run", "-S", "models.dense_mlp.train.learning_rate=0.005"],
         root,
         env,
@@ -177,11 +171,11 @@ def test_param_change_reruns_only_the_affected_stages(project):
         ]
         == 0.005
     )  # the exp changed params in place
-    again = _sh(["bin/dvc", "repro"], root, env)
+    again = sh(["bin/dvc", "repro"], root, env)
     assert stages_run(again.stdout) == set()
-    proc = _sh(["bin/dvc", "exp", "show", "--json"], root, env)
+    proc = sh(["bin/dvc", "exp", "show", "--json"], root, env)
     assert "dense_mlp" in proc.stdout
-    shown = _sh(["bin/dvc", "metrics", "show", "--json"], root, env).stdout
+    shown = sh(["bin/dvc", "metrics", "show", "--json"], root, env).stdout
     assert "metrics/dense_mlp.json" in shown
 
 
@@ -193,7 +187,7 @@ def test_dataset_change_invalidates_only_its_own_branch(project):
     params["datasets"]["digits025"]["val_fraction"] = 0.25
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        status = json.loads(_sh(["bin/dvc", "status", "--json"], root, env).stdout)
+        status = json.loads(sh(["bin/dvc", "status", "--json"], root, env).stdout)
     finally:
         params_file.write_text(before)
     on_digits025 = [m for m, spec in params["models"].items() if spec["dataset"] == "digits025"]
@@ -212,7 +206,7 @@ def test_temp_experiment_lands_in_the_same_store(project):
     root, env, _ = project
     client, exp_id = mlflow_store(root)
     before = run_ids(client, exp_id)
-    _sh(
+    sh(
         [
             "bin/dvc",
             "exp",
@@ -241,15 +235,15 @@ def test_queued_experiments_land_in_the_same_store(project):
     before = run_ids(client, exp_id)
     dvc = "bin/dvc"
     for lr in ("0.03", "0.04"):
-        _sh(
+        sh(
             [dvc, "exp", "run", "--queue", "-S", f"models.dense_mlp.train.learning_rate={lr}"],
             root,
             env,
         )
-    _sh([dvc, "queue", "start", "-j", "2"], root, env)
+    sh([dvc, "queue", "start", "-j", "2"], root, env)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
-        status = _sh([dvc, "queue", "status"], root, env).stdout
+        status = sh([dvc, "queue", "status"], root, env).stdout
         if "Running" not in status and "Queued" not in status:
             break
         time.sleep(5)

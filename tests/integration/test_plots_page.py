@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.devtools import plots_template
-from tests.conftest import REPO, copy_tiny, plain_env, sh
+from tests.helpers import REPO, copy_tiny, plain_env, sh
 
 pytestmark = [pytest.mark.slow]
 DVC = str(Path(sys.executable).parent / "dvc")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from pipeline.core import config
 from pipeline.core import params as params_mod
 from pipeline.data.prepared import Split
-from pipeline.models import registry as families
+from pipeline.models import family as families
 from pipeline.predict import cli as predict
 from pipeline.predict.preprocess import to_mnist
-from tests.unit.predict.test_preprocess import glyph_mask, paint, png_header
+from tests.helpers import free_port, glyph_mask, paint, params_spec, png_header, write_params
 
 CLASSES = (0, 2, 5)
 TINY_PRESET = "tiny_scratch"
@@ -65,7 +63,7 @@ def drawn_digits(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def model_params(family: str, epochs: int) -> params_mod.ModelParams:
-    raw = yaml.safe_load(config.params_path().read_text())
+    raw = params_spec()
     raw["models"] = {
         "m": {
             "family": family,
@@ -86,17 +84,17 @@ def data() -> tuple[Split, Split]:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, data) -> Path:
-    """A project root: params.yaml with an extra scratch preset, the digits025 class map,
-    and that preset trained into models/tiny_scratch/."""
+    """A project root: params.yaml (keras_cnn, dense_mlp and a scratch preset), the digits025
+    class map, and that preset trained into models/tiny_scratch/."""
     root = tmp_path_factory.mktemp("root")
-    raw = yaml.safe_load(config.params_path().read_text())
+    raw = params_spec("keras_cnn", "dense_mlp")
     raw["models"][TINY_PRESET] = {
         "family": "scratch",
         "dataset": "digits025",
         "arch": TINY_ARCH,
         "train": {"epochs": 4, "batch_size": 16, "learning_rate": 0.003},
     }
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_params(root, raw)
     prepared = config.prepared_dir("digits025", root)
     prepared.mkdir(parents=True)
     (prepared / "meta.json").write_text(json.dumps({"classes": list(CLASSES)}))
@@ -372,12 +370,6 @@ def test_cli_with_a_keras_preset(root, pictures, store):
         assert digit == expected(path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _http(url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -387,7 +379,7 @@ def _http(url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[in
 @pytest.mark.slow
 @pytest.mark.network
 def test_mlflow_models_serve_answers(pictures, store, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
     env |= {"MLFLOW_TRACKING_URI": store["uri"], "TF_CPP_MIN_LOG_LEVEL": "2"}
     # The server execs `uvicorn` from PATH: the venv's bin first.

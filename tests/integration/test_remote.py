@@ -9,7 +9,6 @@ training run its store lacks (evaluate@ of a pulled model) logs to a run of its 
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -20,22 +19,12 @@ import pytest
 import yaml
 
 from pipeline.devtools import workspace
-from tests.conftest import copy_tiny, plain_env, sh
+from tests.helpers import copy_tiny, free_port, plain_env, sh, stages_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
 BUCKET = "pipeline-remote"
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +124,7 @@ def test_push_clone_pull_then_rerun_one_model(kind, tiny_built, tmp_path, reques
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh([DVC, "repro"], clone, env)
     # and check_params, the one-second gate that reads every param
-    # (tests/integration/test_hardening.py)
+    # (tests/integration/test_stage_failures.py)
     assert stages_run(out.stdout) == {
         "check_params",
         "train@dense_mlp",

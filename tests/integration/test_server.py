@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,17 +30,11 @@ import yaml
 from pipeline.devtools import workspace
 from pipeline.server import cli as server_mod
 from pipeline.tracking import file_md5
-from tests.conftest import REPO, plain_env, sh
+from tests.helpers import REPO, free_port, plain_env, sh
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 MODEL = "dense_mlp"  # the fastest preset of the tiny profile
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Rest:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, copy_tiny, plain_env, sh
+from tests.helpers import REPO, copy_tiny, plain_env, sh
 
 WORKFLOW = REPO / ".github" / "workflows" / "pipeline.yml"
 

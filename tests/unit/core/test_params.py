@@ -11,16 +11,18 @@ import pytest
 import yaml
 
 from pipeline.core import config, params
-from tests.conftest import REPO
+from tests.helpers import REPO, params_spec
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def raw() -> dict:
-    return yaml.safe_load(config.params_path(REPO).read_text())
+    """The params the tests change key by key: built here, not read from params.yaml."""
+    return params_spec()
 
 
-def test_repo_params_parse(raw):
-    p = params.parse(raw)
+def test_repo_params_parse():
+    """The shipped params.yaml parses, with the presets the README describes."""
+    p = params.load(config.params_path(REPO))
     assert p.seed == 42
     assert p.datasets["digits10"].classes == tuple(range(10))
     assert p.datasets["digits025"].classes == (0, 2, 5)
@@ -232,6 +234,15 @@ def test_cubic_layer_needs_custom_family(raw):
     bad = _set(raw, "models.cubic_mlp.family", "keras")
     with pytest.raises(params.ParamsError, match=r"models.cubic_mlp.arch\[3\]: cubic"):
         params.parse(bad)
+
+
+def test_kernel_larger_than_its_input_is_refused_naming_the_key(raw):
+    arch = raw["models"]["scratch_cnn"]["arch"]
+    first_conv = next(i for i, layer in enumerate(arch) if layer["type"] == "conv")
+    arch[first_conv]["kernel"] = 29
+    with pytest.raises(params.ParamsError) as err:
+        params.parse(raw)
+    assert str(err.value).startswith(f"models.scratch_cnn.arch[{first_conv}].kernel: 29 is larger")
 
 
 def test_load_reports_missing_and_invalid_yaml(tmp_path):

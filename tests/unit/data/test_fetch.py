@@ -9,7 +9,6 @@ import hashlib
 import os
 import pickle
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from pipeline.core import params as params_mod
 from pipeline.data import sources
 from pipeline.data.idx import IdxError, encode_idx
 from pipeline.stages import fetch as fetch_stage
-from tests.conftest import REPO
+from tests.helpers import free_port, params_spec
 
 FAST = sources.Http(timeout=2.0, retries=0, backoff=0.0)
 NAMES = config.RAW_FILES
@@ -108,10 +107,7 @@ def server():
 
 
 def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"  # nothing listens: connection refused
+    return f"http://127.0.0.1:{free_port()}/"  # nothing listens: connection refused
 
 
 def assert_no_partial(*folders: Path) -> None:
@@ -372,8 +368,8 @@ def test_fashion_mnist_from_the_debian_package(tmp_path):
 
 
 def _params_text(source: str, idx_dir: str | None = None) -> str:
-    """The project's params.yaml with another data source."""
-    raw = yaml.safe_load(config.params_path(REPO).read_text())
+    """A params.yaml with another data source."""
+    raw = params_spec()
     raw["data"].update(source=source, idx_dir=idx_dir)
     return yaml.safe_dump(raw)
 
@@ -402,6 +398,14 @@ def test_idx_dir_missing_file(tmp_path):
     (src / NAMES[0]).write_bytes(RAW[NAMES[0]])
     with pytest.raises(sources.FetchError, match=f"neither {NAMES[1]} nor {NAMES[1]}.gz"):
         sources.from_idx_dir(src, tmp_path / "raw")
+
+
+def test_idx_dir_with_three_of_four_files_leaves_nothing(tmp_path, synthetic_raw):
+    (synthetic_raw / config.RAW_FILES[3]).unlink()
+    out = tmp_path / "data" / "raw" / "idx_dir"
+    with pytest.raises(sources.FetchError, match="t10k-labels-idx1-ubyte"):
+        fetch_stage.run(_params("idx_dir", synthetic_raw), out, cache=tmp_path / "cache")
+    assert not out.exists() and not list(out.parent.glob(".*"))
 
 
 def test_idx_dir_malformed_header(tmp_path):

@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.core import params
 from pipeline.devtools import profile
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def project(tmp_path):

@@ -10,66 +10,22 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from pipeline.core import config
 from pipeline.predict import preprocess as pp
 from pipeline.predict.foreign import render_picture
+from tests.helpers import glyph_mask, paint, png_header
 
 MNIST_TEST = config.prepared_dir("digits10") / "test.npz"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def glyph_mask(
-    digit: int,
-    size: tuple[int, int] = (200, 300),
-    centre: tuple[float, float] = (0.5, 0.5),
-    height: float = 0.6,
-    stroke: int = 0,
-    rotate: float = 0.0,
-) -> Image.Image:
-    """Mask (mode "L", 255 = ink) of ``digit`` drawn with Pillow's bundled font."""
-    w, h = size
-    mask = Image.new("L", size, 0)
-    font = ImageFont.load_default(size=max(8, int(height * h)))
-    xy = (centre[0] * w, centre[1] * h)
-    ImageDraw.Draw(mask).text(
-        xy, str(digit), fill=255, font=font, anchor="mm", stroke_width=stroke, stroke_fill=255
-    )
-    if rotate:
-        mask = mask.rotate(rotate, resample=Image.Resampling.BICUBIC, center=xy)
-    return mask
-
-
-def paint(
-    mask: Image.Image,
-    *,
-    ink=(0, 0, 0),
-    paper=(255, 255, 255),
-    mode: str = "RGB",
-) -> Image.Image:
-    """A picture of ``mask``: ink on paper (RGB, L or P), or ink on transparency (RGBA)."""
-    if mode == "RGBA":
-        img = Image.new("RGBA", mask.size, (*ink, 0))
-        img.putalpha(mask)
-        return img
-    img = Image.composite(
-        Image.new("RGB", mask.size, ink), Image.new("RGB", mask.size, paper), mask
-    )
-    if mode == "L":
-        return img.convert("L")
-    if mode == "P":
-        return img.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
-    return img
 
 
 def reencode(img: Image.Image, fmt: str, **kw) -> Image.Image:
@@ -105,17 +61,6 @@ def assert_mnist_like(m: np.ndarray) -> None:
     assert max(h, w) == 20 and min(h, w) <= 20  # fits 20x20, touches it on one side
     cy, cx = ndimage.center_of_mass(m[:, :, 0])
     assert abs(cy - 14) <= 0.5 + 1e-6 and abs(cx - 14) <= 0.5 + 1e-6
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height`` (no pixel data follows)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +177,13 @@ def test_blank_pictures_are_refused():
         pp.to_mnist(np.full((30, 30), 128, np.uint8) + np.eye(30, dtype=np.uint8) * 3)
     with pytest.raises(pp.ImageError, match="transparent"):
         pp.to_mnist(Image.new("RGBA", (20, 20), (0, 0, 0, 0)))
+
+
+def test_a_speck_of_ink_is_no_digit():
+    a = np.full((60, 60), 255, np.uint8)
+    a[20:23, 30:33] = 0
+    with pytest.raises(pp.ImageError, match="no digit found"):
+        pp.to_mnist(a)
 
 
 # --------------------------------------------------------------------------- MNIST digits

@@ -23,7 +23,7 @@ def p() -> params.Params:
 @pytest.fixture(autouse=True)
 def vouched(synthetic_raw, tmp_path, monkeypatch):
     """A passing validation summary for ``synthetic_raw`` (prepare refuses raw files that
-    validation did not pass; tests/integration/test_hardening.py covers the refusal)."""
+    validation did not pass; tests/unit/data/test_gate.py covers the refusal)."""
     folder = tmp_path / "validation"
     folder.mkdir()
     summary = {"success": True, "raw_sha256": gate.raw_hashes(synthetic_raw)}

@@ -1,0 +1,398 @@
+"""Helpers shared by the test files (fixtures and the tiny build live in conftest.py)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.core import config
+from pipeline.data.idx import encode_idx
+
+REPO = Path(__file__).resolve().parent.parent
+
+# --------------------------------------------------------------------------- shells
+
+PLAIN_PATH = "/usr/local/bin:/usr/bin:/bin"  # what a shell that activated nothing has
+
+
+def plain_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's plain shell: no venv on PATH, no MLflow/DVC/pipeline vars."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "PIPELINE_", "DVC_", "VIRTUAL_ENV"))
+    }
+    env["PATH"] = PLAIN_PATH
+    env["GX_ANALYTICS_ENABLED"] = "False"
+    env["PYTHONHASHSEED"] = "0"
+    return env | extra
+
+
+def sh(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``cmd``; with ``check``, a non-zero exit fails with the ends of its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}"
+            f"\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages a `dvc repro` or `dvc exp run` output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (free when this returns)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``git args`` in ``root`` with a test identity; fails on a non-zero exit."""
+    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    return subprocess.run(["git", *ident, *args], cwd=root, check=True, capture_output=True)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path, with its bytes."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+
+
+# --------------------------------------------------------------------------- params
+
+
+_SMALL_CNN = [
+    {"type": "conv", "filters": 32, "kernel": 3},
+    {"type": "pool", "size": 2},
+    {"type": "conv", "filters": 64, "kernel": 3},
+    {"type": "pool", "size": 2},
+    {"type": "flatten"},
+    {"type": "dense", "units": 128},
+    {"type": "dropout", "rate": 0.2},
+    {"type": "dense", "units": 10, "activation": "softmax"},
+]
+_AUG = {"rotation": 10, "shift": 0.1}
+
+# The project's params as the tests know them: every section and one preset of each kind
+# (the presets params.yaml shipped when this was written), so that a test needing a preset
+# does not depend on the live params.yaml, which users and profiles edit.
+_SPEC = {
+    "seed": 42,
+    "data": {"source": "mnist", "idx_dir": None, "fetch": {"timeout": 30, "retries": 2}},
+    "validate": {
+        "rows": {"train": {"min": 60000, "max": 60000}, "test": {"min": 10000, "max": 10000}},
+        "labels": list(range(10)),
+        "pixel_min": 0,
+        "pixel_max": 255,
+        "class_share": {"min": 0.05, "max": 0.15},
+        "min_nonzero_pixels": 1,
+        "max_train_test_overlap": 0.001,
+        "image_shape": [28, 28],
+    },
+    "datasets": {
+        "digits10": {"classes": list(range(10)), "train_size": None, "val_fraction": 0.1},
+        "digits025": {"classes": [0, 2, 5], "train_size": None, "val_fraction": 0.2},
+    },
+    "models": {
+        "scratch_cnn": {
+            "family": "scratch",
+            "dataset": "digits10",
+            "arch": [
+                {"type": "conv", "filters": 16, "kernel": 3, "batch_norm": True},
+                {"type": "conv", "filters": 32, "kernel": 3, "batch_norm": True},
+                {"type": "pool", "size": 2},
+                {"type": "flatten"},
+                {"type": "dense", "units": 128, "batch_norm": True},
+                {"type": "dense", "units": 10, "activation": "softmax"},
+            ],
+            "train": {
+                "epochs": 2,
+                "batch_size": 32,
+                "optimizer": "momentum",
+                "learning_rate": 0.02,
+                "momentum": 0.9,
+                "lr_schedule": {"kind": "warmup_cosine", "warmup_epochs": 0.2},
+            },
+        },
+        "scratch_dropout_cnn": {
+            "family": "scratch",
+            "dataset": "digits10",
+            "arch": _SMALL_CNN,
+            "train": {
+                "epochs": 4,
+                "batch_size": 32,
+                "optimizer": "adam",
+                "learning_rate": 0.002,
+                "augment": _AUG,
+                "lr_schedule": {"kind": "warmup_cosine", "warmup_epochs": 0.3},
+            },
+        },
+        "keras_small_cnn": {
+            "family": "keras",
+            "dataset": "digits10",
+            "arch": _SMALL_CNN,
+            "train": {
+                "epochs": 5,
+                "batch_size": 128,
+                "optimizer": "adam",
+                "learning_rate": 0.003,
+                "augment": _AUG,
+                "lr_schedule": {"kind": "warmup_cosine", "warmup_epochs": 0.5},
+            },
+        },
+        "keras_cnn": {
+            "family": "keras",
+            "dataset": "digits10",
+            "arch": [
+                *[
+                    {
+                        "type": "conv",
+                        "filters": f,
+                        "kernel": 3,
+                        "batch_norm": True,
+                        "activation_before_bn": True,
+                    }
+                    for f in (64, 64)
+                ],
+                {"type": "pool", "size": 2},
+                {"type": "dropout", "rate": 0.25},
+                *[
+                    {
+                        "type": "conv",
+                        "filters": f,
+                        "kernel": 3,
+                        "batch_norm": True,
+                        "activation_before_bn": True,
+                    }
+                    for f in (128, 128)
+                ],
+                {"type": "pool", "size": 2},
+                {"type": "dropout", "rate": 0.25},
+                {"type": "flatten"},
+                {"type": "dense", "units": 512, "batch_norm": True, "activation_before_bn": True},
+                {"type": "dropout", "rate": 0.5},
+                {"type": "dense", "units": 256, "batch_norm": True, "activation_before_bn": True},
+                {"type": "dropout", "rate": 0.5},
+                {"type": "dense", "units": 10, "activation": "softmax"},
+            ],
+            "train": {
+                "epochs": 6,
+                "batch_size": 128,
+                "optimizer": "adam",
+                "learning_rate": 0.003,
+                "augment": _AUG,
+                "lr_schedule": {"kind": "warmup_cosine", "warmup_epochs": 1},
+                "early_stopping": {"patience": 3},
+                "checkpoint": True,
+            },
+        },
+        "custom_cnn": {
+            "family": "custom",
+            "dataset": "digits10",
+            "arch": [
+                {"type": "conv", "filters": 32, "kernel": 3, "batch_norm": True, "l2": 0.0001},
+                {"type": "pool", "size": 2},
+                {"type": "conv", "filters": 64, "kernel": 3, "batch_norm": True, "l2": 0.0001},
+                {"type": "pool", "size": 2},
+                {"type": "flatten"},
+                {"type": "dense", "units": 128},
+                {"type": "dense", "units": 10, "activation": "softmax"},
+            ],
+            "train": {
+                "epochs": 5,
+                "batch_size": 128,
+                "optimizer": "adam",
+                "learning_rate": 0.003,
+                "augment": _AUG,
+                "lr_schedule": {"kind": "warmup_cosine", "warmup_epochs": 0.5},
+                "early_stopping": {"patience": 3},
+            },
+        },
+        "cubic_mlp": {
+            "family": "custom",
+            "dataset": "digits025",
+            "arch": [
+                {"type": "flatten"},
+                {"type": "dense", "units": 150},
+                {"type": "dense", "units": 100},
+                {"type": "cubic", "units": 50},
+                {"type": "dense", "units": 3, "activation": "softmax"},
+            ],
+            "train": {"epochs": 20, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.01},
+        },
+        "dense_mlp": {
+            "family": "keras",
+            "dataset": "digits025",
+            "arch": [
+                {"type": "flatten"},
+                {"type": "dense", "units": 100},
+                {"type": "dense", "units": 50},
+                {"type": "dense", "units": 3, "activation": "softmax"},
+            ],
+            "train": {"epochs": 20, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.01},
+        },
+    },
+    "mlflow": {"experiment": "mnist"},
+    "plot": {"compare_curves": ["cubic_mlp", "dense_mlp"]},
+}
+
+
+def params_spec(*models: str, **sections) -> dict:
+    """A fresh params tree (the dict a params.yaml holds), built here: with ``models``
+    only those presets (and their datasets; plot.compare_curves keeps the ones left);
+    ``sections`` replace top-level sections."""
+    raw = copy.deepcopy(_SPEC)
+    if models:
+        raw["models"] = {m: raw["models"][m] for m in models}
+        used = {spec["dataset"] for spec in raw["models"].values()}
+        raw["datasets"] = {d: v for d, v in raw["datasets"].items() if d in used}
+        curves = raw["plot"]["compare_curves"]
+        raw["plot"]["compare_curves"] = [m for m in curves if m in raw["models"]]
+    return raw | copy.deepcopy(sections)
+
+
+def write_params(root: Path, raw: dict) -> Path:
+    """``raw`` as ``root``/params.yaml."""
+    path = config.params_path(root)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+# --------------------------------------------------------------------------- data
+
+
+def make_digits(n_per_class: int, seed: int, classes=range(10)) -> tuple[np.ndarray, np.ndarray]:
+    """Digit-like uint8 images: a class-specific stroke pattern plus noise, labels shuffled."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c in classes:
+        base = np.zeros((28, 28), dtype=np.float32)
+        base[4 + c : 24 - c // 2, 6 + (c % 5) * 3 : 10 + (c % 5) * 3] = 200
+        base[10 + c % 4, 4:24] = 255
+        noise = rng.integers(0, 40, size=(n_per_class, 28, 28))
+        images.append(np.clip(base[None] + noise, 0, 255).astype(np.uint8))
+        labels.append(np.full(n_per_class, c, dtype=np.uint8))
+    x, y = np.concatenate(images), np.concatenate(labels)
+    order = rng.permutation(len(y))
+    return x[order], y[order]
+
+
+def write_raw(folder: Path, train, test) -> Path:
+    """The four IDX files of a data/raw/<source> folder, from (x, y) train and test pairs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = (train[0], train[1], test[0], test[1])
+    for name, arr in zip(config.RAW_FILES, arrays, strict=True):
+        (folder / name).write_bytes(encode_idx(arr))
+    return folder
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def glyph_mask(
+    digit: int,
+    size: tuple[int, int] = (200, 300),
+    centre: tuple[float, float] = (0.5, 0.5),
+    height: float = 0.6,
+    stroke: int = 0,
+    rotate: float = 0.0,
+) -> Image.Image:
+    """Mask (mode "L", 255 = ink) of ``digit`` drawn with Pillow's bundled font."""
+    w, h = size
+    mask = Image.new("L", size, 0)
+    font = ImageFont.load_default(size=max(8, int(height * h)))
+    xy = (centre[0] * w, centre[1] * h)
+    ImageDraw.Draw(mask).text(
+        xy, str(digit), fill=255, font=font, anchor="mm", stroke_width=stroke, stroke_fill=255
+    )
+    if rotate:
+        mask = mask.rotate(rotate, resample=Image.Resampling.BICUBIC, center=xy)
+    return mask
+
+
+def paint(
+    mask: Image.Image,
+    *,
+    ink=(0, 0, 0),
+    paper=(255, 255, 255),
+    mode: str = "RGB",
+) -> Image.Image:
+    """A picture of ``mask``: ink on paper (RGB, L or P), or ink on transparency (RGBA)."""
+    if mode == "RGBA":
+        img = Image.new("RGBA", mask.size, (*ink, 0))
+        img.putalpha(mask)
+        return img
+    img = Image.composite(
+        Image.new("RGB", mask.size, ink), Image.new("RGB", mask.size, paper), mask
+    )
+    if mode == "L":
+        return img.convert("L")
+    if mode == "P":
+        return img.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    return img
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data follows)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+# --------------------------------------------------------------------------- tiny project
+
+
+def build_tiny(dest: Path) -> Path:
+    """Copy the project to ``dest``, apply the tiny profile, commit, `dvc repro`; the log of
+    the repro is kept in ``dest/.repro.log``."""
+    from pipeline.devtools import workspace
+
+    workspace.copy_project(dest, REPO)
+    env = plain_env()
+    sh(["bin/python", "-m", "pipeline.profile", "tiny"], dest, env)
+    workspace.commit_all(dest, "tiny profile")
+    out = sh([".venv/bin/dvc", "repro"], dest, env)
+    (dest / ".repro.log").write_text(out.stdout + out.stderr)
+    return dest
+
+
+def copy_tiny(built: Path, dest: Path) -> Path:
+    """A private copy of the built tiny project (git, DVC cache, MLflow store and all); the
+    copy's MLflow store points at the copy's own artifact folder."""
+    import sqlite3
+
+    shutil.copytree(built, dest, symlinks=True)
+    db = sqlite3.connect(dest / "mlflow.db")
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for col in db.execute(f"PRAGMA table_info({table})").fetchall():
+                if col[2].upper().startswith(("VARCHAR", "TEXT")):
+                    db.execute(
+                        f"UPDATE {table} SET {col[1]} = replace({col[1]}, ?, ?) "
+                        f"WHERE {col[1]} LIKE ?",
+                        (str(built), str(dest), f"%{built}%"),
+                    )
+        db.commit()
+    finally:
+        db.close()
+    return dest
