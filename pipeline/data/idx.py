@@ -48,6 +48,31 @@ def check_header(head: bytes, size: int, name: str = "<bytes>") -> tuple[int, ..
     return shape
 
 
+ROLES = {"images": (3, 2051), "labels": (1, 2049)}  # role -> (dimensions, magic number)
+
+
+def role_of(name: str) -> str | None:
+    """``images`` or ``labels`` from an MNIST file name (``train-images-idx3-ubyte``)."""
+    return next((role for role in ROLES if f"-{role}-" in Path(name).name), None)
+
+
+def check_role(head: bytes, name: str, source: str = "") -> None:
+    """Refuse an IDX file whose header does not fit the role its name gives (images: magic
+    2051, 3 dimensions; labels: magic 2049, 1 dimension), e.g. swapped images and labels."""
+    role = role_of(name)
+    if role is None or len(head) < 4:
+        return  # a header too short is check_header's to name
+    ndim, magic = ROLES[role]
+    got = int.from_bytes(head[:4], "big")
+    if got != magic:
+        other = next((r for r, (_, m) in ROLES.items() if m == got), None)
+        what = f"holds {other} (magic {got})" if other else f"has magic {got}"
+        raise IdxError(
+            f"{source or name}: {name} should hold {role} (IDX magic {magic}, {ndim}-d), "
+            f"but {what}: swapped or misnamed files?"
+        )
+
+
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Parse IDX bytes into a uint8 array of the header's shape."""
     shape = check_header(data, len(data), name)

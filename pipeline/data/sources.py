@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from pipeline.core.config import RAW_FILES
 from pipeline.core.io import atomic_dir, atomic_open
-from pipeline.data.idx import check_header, idx_header
+from pipeline.data.idx import check_header, check_role, idx_header
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 16
@@ -128,6 +128,7 @@ def install(src: Path, dest: Path, expected: str | None) -> str:
         if expected is not None and got != expected:
             raise ChecksumError(dest.name, expected, got)
         check_header(head, size, str(src))
+        check_role(head, dest.name, str(src))
     return got
 
 
@@ -373,6 +374,15 @@ def from_idx_dir(src: Path, out_dir: Path) -> dict[str, str]:
         if not paths:
             raise FetchError(f"{src}: holds neither {name} nor {name}.gz")
         found[name] = paths[0]
+    for name, path in found.items():  # which file is which, before anything is written
+        try:
+            with path.open("rb") as f:
+                gz = f.read(2) == b"\x1f\x8b"
+            with gzip.open(path) if gz else path.open("rb") as f:
+                head = f.read(8)
+        except (OSError, EOFError):
+            continue  # install names the corrupt stream
+        check_role(head, name, str(path))
     with atomic_dir(out_dir) as tmp:
         return {name: install(path, tmp / name, None) for name, path in found.items()}
 

@@ -455,3 +455,23 @@ def test_stage_command_line(tmp_path):
     done = _run_stage(tmp_path, text.replace("source: idx_dir", "sorce: idx_dir"))
     assert done.returncode == 1
     assert done.stderr.strip() == "fetch: error: data.sorce: unknown key"
+
+
+def test_idx_dir_with_swapped_images_and_labels_writes_nothing(tmp_path):
+    """Each file's role (images: magic 2051, 3-d; labels: 2049, 1-d) is checked before
+    anything is written; validate alone used to catch the swap, after fetch had written."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in NAMES:
+        (src / name).write_bytes(RAW[name])
+    (src / NAMES[0]).write_bytes(RAW[NAMES[1]])  # train images <-> train labels
+    (src / f"{NAMES[1]}.gz").write_bytes(GZ[NAMES[0]])
+    (src / NAMES[1]).unlink()
+    out = tmp_path / "data" / "raw" / "idx_dir"
+    with pytest.raises(IdxError, match=rf"{NAMES[0]} should hold images .* holds labels"):
+        fetch_stage.run(_params("idx_dir", src), out, cache=tmp_path / "cache")
+    assert not out.exists() and not list(out.parent.glob(".*"))
+    (src / NAMES[0]).write_bytes(RAW[NAMES[0]])  # images right, labels still images
+    with pytest.raises(IdxError, match=rf"{NAMES[1]} should hold labels .* holds images"):
+        sources.from_idx_dir(src, out)
+    assert not out.exists()
