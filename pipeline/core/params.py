@@ -39,9 +39,10 @@ class ParamsError(ValueError):
 
 
 class _Model(BaseModel):
-    """Frozen, strict (no string-to-number coercion), unknown keys rejected."""
+    """Frozen, strict (no string-to-number coercion), unknown keys rejected, finite floats
+    only (``.inf`` and ``.nan`` refused everywhere)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def _in(interval: str) -> AfterValidator:

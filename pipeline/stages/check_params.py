@@ -14,18 +14,60 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from pipeline.core import config, runner
 from pipeline.core.io import atomic_write
-from pipeline.core.params import Params
+from pipeline.core.params import Params, ParamsError
 
 STAMP = "params.yaml passed check_params\n"
 
 
+def _shown(path) -> str:
+    try:
+        return str(path.relative_to(config.ROOT))
+    except ValueError:
+        return str(path)
+
+
+def check_train_sizes(params: Params, root=config.ROOT) -> str:
+    """Each dataset's ``train_size`` against the training images of its classes: counted
+    in the raw labels file when fetch has written it (not a DVC dep: fetch runs after this
+    stage), else against ``validate.rows.train.max``. What was checked, in a few words."""
+    labels_file = config.raw_dir(params.data.source, root) / config.RAW_FILES[1]
+    counts = None
+    try:
+        with labels_file.open("rb") as f:
+            if f.read(4) == b"\x00\x00\x08\x01":  # an IDX labels file; else validate says
+                f.seek(8)
+                counts = np.bincount(np.frombuffer(f.read(), dtype=np.uint8), minlength=256)
+    except OSError:
+        pass
+    for name, ds in params.datasets.items():
+        if ds.train_size is None:
+            continue
+        if counts is not None:
+            have = int(sum(counts[c] for c in ds.classes))
+            where = f"of classes {list(ds.classes)} in {_shown(labels_file)}"
+        else:
+            have = params.validate.rows["train"].max
+            where = "at most (validate.rows.train.max; data not fetched yet)"
+        if ds.train_size > have:
+            raise ParamsError(
+                f"datasets.{name}.train_size: {ds.train_size} exceeds the {have} training "
+                f"images {where}"
+            )
+    return "train_size checked against " + (
+        "the raw labels" if counts is not None else "validate.rows (data not fetched yet)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     def body(params: Params) -> str:
+        sizes = check_train_sizes(params)
         atomic_write(config.params_check_file(), STAMP)
         n = len(params.models)
-        return f"params.yaml is valid ({len(params.datasets)} datasets, {n} models)"
+        return f"params.yaml is valid ({len(params.datasets)} datasets, {n} models; {sizes})"
 
     return runner.run_stage("check_params", body, argv)
 
