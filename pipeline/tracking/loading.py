@@ -36,11 +36,33 @@ class SafeModelFile:
 
 def local_model_folder(uri: str) -> Path:
     """The MLflow model at ``uri`` (``runs:/``, ``models:/``, artifact URI or a local model
-    folder) as a local folder; downloads from the project store as needed."""
+    folder) as a local folder; downloads from the project store as needed and checks every
+    file against the sha256 recorded at logging (digests.py: ModelTampered names the file)."""
+    from pipeline.tracking import digests
+
     if Path(uri).is_dir():
         return Path(uri)
     mlflow.set_tracking_uri(tracking_uri())
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    digests.verify(uri, folder)
+    return folder
+
+
+def load_verified(uri: str):
+    """For scripts: the model at ``uri`` (``runs:/<run>/<preset>``, ``models:/<preset>@champion``,
+    ``models:/<preset>/<version>``) as ``(family, model)``, after every file of it matched
+    the sha256 recorded at logging, loaded from its pickle-free file (nothing of the model
+    folder runs). ``family.predict_proba(model, x)`` gives class probabilities. Raises
+    ModelTampered (a file differs, naming it), PickleRefused (not the project's format)."""
+    from pipeline.models import family as families
+    from pipeline.tracking import digests
+
+    mlflow.set_tracking_uri(tracking_uri())
+    if Path(uri).is_dir() or digests.expected(uri) is None:
+        raise digests.ModelTampered(f"{uri}: no sha256 digests recorded for it: not verified")
+    found = safe_model_file(local_model_folder(uri), uri)
+    family = families.get("keras" if found.format == "keras" else "scratch")
+    return family, family.load_file(found.path)
 
 
 def _inside(folder: Path, rel: str) -> Path | None:

@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 from mlflow.models import infer_signature
 
+from pipeline.tracking import digests
 from pipeline.tracking.loading import SAFE_FORMAT_KEY
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole pipeline package
@@ -65,12 +66,13 @@ class _KerasFlavor:
 def log_keras_model(model, example: np.ndarray, keras_module: str) -> None:
     """Log a Keras model to the active run (tensorflow flavor, ``data/model.keras``), with no
     pickle of custom objects; MLflow's loaders load it through ``keras_module`` (a module of
-    the ``pipeline`` package, which is logged with the model)."""
+    the ``pipeline`` package, which is logged with the model). The sha256 of every file it
+    logged is recorded (digests.py)."""
     from mlflow.models import Model
 
     proba = np.asarray(model.predict(example, verbose=0))
     with _no_global_custom_objects():
-        Model.log(
+        info = Model.log(
             artifact_path=None,
             name=model_name(),
             flavor=_KerasFlavor(keras_module),
@@ -82,14 +84,15 @@ def log_keras_model(model, example: np.ndarray, keras_module: str) -> None:
             pip_requirements=_pins("tensorflow-cpu", "keras", "numpy"),
             metadata={SAFE_FORMAT_KEY: "keras"},
         )
+    digests.record(info)
 
 
 def log_pyfunc_model(
     code_file: Path, artifacts: dict[str, Path], example: np.ndarray, proba: np.ndarray
 ) -> None:
     """Log a pyfunc model defined in ``code_file`` (models-from-code: no pickle of the class)
-    with its ``artifacts`` to the active run."""
-    mlflow.pyfunc.log_model(
+    with its ``artifacts`` to the active run; the sha256 of every file is recorded."""
+    info = mlflow.pyfunc.log_model(
         name=model_name(),
         python_model=str(code_file),
         artifacts={k: str(v) for k, v in artifacts.items()},
@@ -99,3 +102,4 @@ def log_pyfunc_model(
         pip_requirements=_pins("numpy"),
         metadata={SAFE_FORMAT_KEY: "npz"},
     )
+    digests.record(info)
