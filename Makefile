@@ -24,7 +24,7 @@ export PYTHONHASHSEED := 0
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
 .PHONY: bench bench-keras benchmarks compare help setup repro test test-fast lint actionlint format ui clean \
-	verify-repro server server-stop
+	verify-repro verify-metrics server server-user server-stop
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -85,12 +85,38 @@ ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:$(PORT) (make 
 server: setup ## Start the team tracking server: MLflow on PostgreSQL at http://127.0.0.1:5001
 	$(BIN)/python -m pipeline.server.cli start
 
+server-user: setup ## Add a user to the team server: make server-user NAME=ci ROLE=edit|read [PASSWORD=...]
+	@test -n "$(NAME)" || { echo "error: give NAME=<user> (and ROLE=read|edit)" >&2; exit 1; }
+	@$(BIN)/python -m pipeline.server.cli user "$(NAME)" --role "$(or $(ROLE),read)" $(if $(PASSWORD),--password "$(PASSWORD)")
+
 server-stop: ## Stop the tracking server and its PostgreSQL (by their pid files)
 	@test -x $(BIN)/python || { echo "no .venv: nothing was started"; exit 0; }
 	$(BIN)/python -m pipeline.server.cli stop
 
+# The serving app (pipeline/serve/): MODEL=<preset> (default: the best champion by test
+# accuracy), PORT=5002; its pid in .serve.pid for serve-stop. The venv's bin goes first on
+# PATH: `mlflow models serve` (shown in the README) finds uvicorn by name.
+SERVE_PID := .serve.pid
+serve: setup ## Serve <MODEL>-serving@champion with a page to draw on: make serve [MODEL=<preset>] [PORT=5002]
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.serve --port $(if $(filter file,$(origin PORT)),5002,$(PORT)) \
+		$(if $(MODEL),--model "$(MODEL)") --pid-file $(SERVE_PID)
+
+serve-stop: ## Stop the server make serve started (by its pid file)
+	@if [ -f $(SERVE_PID) ] && kill -0 "$$(cat $(SERVE_PID))" 2>/dev/null; then \
+		kill "$$(cat $(SERVE_PID))" && echo "stopped the server (pid $$(cat $(SERVE_PID)))"; rm -f $(SERVE_PID); \
+	else rm -f $(SERVE_PID); echo "no server of make serve is running"; fi
+
+bench-serve: setup ## Serving latency and throughput per preset over HTTP and in-process (last line JSON)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.serve.bench
+
 verify-repro: setup ## Run the tiny pipeline twice from clean copies; fail unless metrics are identical
 	$(BIN)/python -m pipeline.devtools.verify_repro --profile tiny
+
+# VERIFY_PROFILE=default compares a default-profile rerun with this checkout's metrics/ and
+# plots/*/predictions.csv (`dvc pull` them first); tiny compares with reference/tiny/.
+VERIFY_PROFILE ?= tiny
+verify-metrics: setup ## Rerun the tiny pipeline; identical to reference/tiny/, or within noise on another kernel path
+	$(BIN)/python -m pipeline.devtools.verify_metrics --profile $(VERIFY_PROFILE)
 
 bench: setup ## Scratch vs Keras training speed on 12,000 prepared MNIST images (needs `make repro` data)
 	$(BIN)/python -m pipeline.bench scratch --json

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,9 @@ from pathlib import Path
 from pipeline.devtools import workspace
 
 
-def run_copy(dest: Path, profile: str) -> Path:
+def run_copy(dest: Path, profile: str, seed: int | None = None) -> Path:
+    """Run ``dvc repro`` in a fresh copy at ``dest`` with ``profile`` applied (and ``seed``
+    in params.yaml when given); the copy's metrics folder."""
     workspace.copy_project(dest)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["PIPELINE_ROOT"] = str(dest)
@@ -34,6 +37,13 @@ def run_copy(dest: Path, profile: str) -> Path:
             check=True,
         )
         workspace.commit_all(dest, f"profile {profile}")
+    if seed is not None:
+        params = dest / "params.yaml"
+        text, count = re.subn(r"(?m)^seed: *\d+", f"seed: {seed}", params.read_text(), count=1)
+        if count != 1:
+            raise ValueError(f"{params}: no top-level 'seed:' line to set")
+        params.write_text(text)
+        workspace.commit_all(dest, f"seed {seed}")
     start = time.perf_counter()
     dvc = Path(sys.executable).with_name("dvc")  # the copy's stages find .venv via bin/python
     subprocess.run([str(dvc), "repro"], cwd=dest, env=env, check=True)
