@@ -19,6 +19,7 @@ LeCun et al. normalized each NIST digit to fit a 20x20 box keeping its aspect ra
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -64,11 +65,27 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(f"cannot read: {exc.strerror or exc}") from None
     if size == 0:
         raise ImageError("empty file")
+    return _decode(path, max_pixels)
+
+
+def load_image_bytes(raw: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """``load_image`` for the bytes of a picture file (PNG, JPEG, ...), as a server gets
+    them; the same checks, the same messages. The size is read from the header and checked
+    before any pixel is decoded."""
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise ImageError(f"expected the bytes of a picture file, got {type(raw).__name__}")
+    if len(raw) == 0:
+        raise ImageError("empty file")
+    return _decode(io.BytesIO(raw), max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open, check the size in the header, decode the first frame, apply EXIF orientation."""
     try:
         with warnings.catch_warnings():
             # Our own limit below is stricter than PIL's warning threshold.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageError(_too_large(w, h, max_pixels))

@@ -22,6 +22,7 @@ from pipeline.core.io import atomic_dir
 from pipeline.core.params import Params
 from pipeline.data.prepared import load_split
 from pipeline.models import family as families
+from pipeline.tracking import serving
 
 
 def run(params: Params, name: str, data_dir: Path, out_dir: Path) -> tuple[str, pd.DataFrame]:
@@ -49,6 +50,7 @@ def run(params: Params, name: str, data_dir: Path, out_dir: Path) -> tuple[str, 
         tracking.log_artifact(tmp / config.HISTORY_CSV)
         family.log_model(family.load(tmp), tmp, train.x[:2])
         tracking.register_model(name, mp.dataset)
+        serving.log_serving_model(name, tmp, ds.classes)  # <name>-serving: pipeline.serve
     return run_id, frame
 
 
