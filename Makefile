@@ -23,7 +23,7 @@ export PYTHONHASHSEED := 0
 # Stage commands in dvc.yaml run bin/python, which finds .venv itself: no PATH set-up here,
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
-.PHONY: bench bench-keras benchmarks compare help setup repro test test-fast lint actionlint format ui clean \
+.PHONY: bench bench-keras bench-sweep sweep benchmarks compare help setup repro test test-fast lint actionlint format ui clean \
 	verify-repro verify-metrics server server-user server-stop
 
 help: ## List every target with its description
@@ -130,6 +130,13 @@ compare: setup ## Compare two runs: make compare A=<run id|preset|preset@exp> B=
 
 bench-keras: setup ## Keras/custom presets: the pipeline's feed vs a plain fit on arrays (last line JSON)
 	$(BIN)/python -m pipeline.devtools.bench_keras
+
+sweep: setup ## Hyperparameter sweep NAME of params.yaml (sweeps:) on Ray Tune (README "Sweeps")
+	@test -n "$(NAME)" || { echo "usage: make sweep NAME=<a key of sweeps: in params.yaml>"; exit 2; }
+	$(BIN)/python -m pipeline.sweep $(NAME)
+
+bench-sweep: setup ## An 8-trial sweep at 1 and 2 trials at a time, and Ray's overhead (last line JSON)
+	$(BIN)/python -m pipeline.sweep.bench
 
 benchmarks: setup ## Rewrite docs/benchmarks.md: the last make repro's figures, then runs bench and bench-keras
 	$(BIN)/python -m pipeline.devtools.benchmarks
