@@ -191,14 +191,15 @@ def table(checks: list[PresetCheck]) -> str:
                 f"{1 - c.ref_errors / c.n:.4f} ({c.ref_errors})",
                 f"{1 - c.new_errors / c.n:.4f} ({c.new_errors})",
                 str(c.flipped),
-                f"{c.test.p_two_sided:.3f}",
+                f"{c.test.p_two_sided:.2g}",
                 "same" if not c.env_diff else "differs",
                 c.verdict,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows
+        ("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))).rstrip()
+        for r in rows
     )
 
 
