@@ -67,6 +67,13 @@ def store_lock(uri: str) -> FileLock | nullcontext:
     return FileLock(str(db) + ".lock")
 
 
+# The UI opens an experiment on the view its kind names; without this tag MLflow 3 guesses,
+# and a fresh browser lands on the GenAI overview. "custom_model_development" is the value
+# the UI's ExperimentKind gives classic ML training (its Runs table).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def setup(experiment: str, root: Path = config.ROOT) -> str:
     """Point MLflow at the project store and make sure ``experiment`` exists; its id.
     Safe for any number of processes at once on a fresh store (``store_lock``). On a
@@ -89,9 +96,17 @@ def _setup_experiment(experiment: str, root: Path) -> str:
     def get_or_create() -> str:
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is not None:
+            if exp.tags.get(EXPERIMENT_KIND_TAG) is None:
+                mlflow.MlflowClient().set_experiment_tag(
+                    exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
             return exp.experiment_id
         try:
-            return mlflow.create_experiment(experiment, artifact_location=location)
+            return mlflow.create_experiment(
+                experiment,
+                artifact_location=location,
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
         except Exception:
             exp = mlflow.get_experiment_by_name(experiment)  # created meanwhile by another run
             if exp is None:
