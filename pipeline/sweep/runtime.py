@@ -38,6 +38,7 @@ def start_ray(num_cpus: int | None = None) -> float:
     else:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         ray.init(
+            address="local",  # a new Ray of our own, never another one found on the machine
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,
             object_store_memory=256 * 1024**2,

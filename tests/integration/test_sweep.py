@@ -9,10 +9,14 @@ session files go under the test's folder, Ray's token under it too.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +117,102 @@ def test_local_sweep_four_trials(tmp_path):
     assert best["dvc_command"].startswith("bin/dvc exp run -S models.dense_mlp.")
     assert best["dvc_command"] in out.stdout
     assert out.stdout.count("FINISHED") >= 4  # one progress line per finished trial
+
+
+def trial_pids(root: Path) -> list[int]:
+    """The worker pids the trials reported so far (Tune's result.json of each trial)."""
+    pids = []
+    for f in (root / "data/cache/sweeps" / SWEEP).glob("*/result.json"):
+        for line in f.read_text().splitlines():
+            if '"pid"' in line:
+                pids.append(json.loads(line)["pid"])
+                break
+    return pids
+
+
+def test_killed_worker_is_retried(tmp_path):
+    root = make_project(tmp_path, trials=2, epochs=12)
+    killed: list[int] = []
+
+    def kill_first_worker():
+        deadline = time.monotonic() + 300
+        while not killed and time.monotonic() < deadline:
+            pids = trial_pids(root)
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)  # a trial's Ray worker, mid-training
+                killed.append(pids[0])
+            time.sleep(0.2)
+
+    threading.Thread(target=kill_first_worker, daemon=True).start()
+    out = sweep(root)
+    assert killed, "no trial reported its pid"
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    _, kids = runs(root)
+    assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
+    assert any(k.data.tags.get("retried") == "true" for k in kids)
+
+
+def test_interrupt_then_resume(tmp_path):
+    root = make_project(tmp_path, trials=4, epochs=6, asha=None)
+    env = env_for(root)
+    proc = subprocess.Popen(
+        [PY, "-m", "pipeline.sweep", SWEEP],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not trial_pids(root) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output[-3000:]
+    assert "--resume" in output
+    parents, kids = runs(root)
+    assert parents[0].info.status == "KILLED"
+    assert "RUNNING" not in {k.info.status for k in kids}
+    done = [k for k in kids if k.info.status == "FINISHED"]
+    assert len(done) < 4
+
+    out = sweep(root, "--resume", env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    parents, kids = runs(root)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(kids) == 4 and {k.info.status for k in kids} == {"FINISHED"}
+    assert sorted(k.data.params["trial_index"] for k in kids) == ["0", "1", "2", "3"]
+    assert best_json(root)["trials"] == 4
+
+
+def test_two_node_cluster_one_parent(tmp_path, monkeypatch):
+    root = make_project(tmp_path, trials=4, epochs=4, asha=None)
+    env = env_for(root)
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR"):
+        monkeypatch.setenv(k, env[k])
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # both nodes on 127.0.0.1
+    from ray.cluster_utils import Cluster
+
+    store = 150 * 1024**2
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": store},
+    )
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=store)
+        cluster.wait_for_nodes()
+        out = sweep(root, env=env | {"RAY_ADDRESS": cluster.address})
+    finally:
+        cluster.shutdown()
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "multi-node Ray with 2 CPUs" in out.stdout
+    parents, kids = runs(root)
+    assert len(parents) == 1 and len(kids) == 4
+    assert {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
+    assert {k.info.status for k in kids} == {"FINISHED"}
+    assert len({k.data.tags["node_id"] for k in kids}) == 2  # trials ran on both nodes
