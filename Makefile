@@ -24,7 +24,8 @@ export PYTHONHASHSEED := 0
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
 .PHONY: bench bench-keras bench-sweep sweep benchmarks compare help setup repro test test-fast lint actionlint format ui clean \
-	verify-repro verify-metrics server server-user server-stop
+	verify-repro verify-metrics server server-user server-stop \
+	serve serve-stop bench-serve
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
