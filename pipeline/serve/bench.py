@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
 def _has_champion(preset: str, uri: str) -> bool:
     from pipeline.tracking import serving
 
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        return False  # no store yet: do not create one
     saved = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:

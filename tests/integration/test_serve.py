@@ -3,7 +3,7 @@
 The model is trained here in seconds: a dense network on pictures of the ten digits drawn
 with Pillow's font and with pen strokes (a plain "1" and "7", as a mouse draws them), put
 through ``pipeline.predict.preprocess.to_mnist`` like every served picture. It is logged
-with ``tracking.log_serving_model`` (what train@ does) into a temporary sqlite store and
+with ``tracking.serving.log_serving_model`` (what train@ does) into a temporary sqlite store and
 registered as ``demo-serving`` with alias ``champion``. The server runs in a subprocess
 on a free port of 127.0.0.1 and is stopped by its pid.
 """
@@ -99,11 +99,11 @@ def log_version(model_dir: Path) -> str:
     """A new version of ``demo-serving`` from ``model_dir`` (as train@ logs it)."""
     import mlflow
 
-    from pipeline import tracking
+    from pipeline.tracking import serving
 
     with mlflow.start_run():
         mlflow.set_tag("preset", PRESET)
-        return tracking.log_serving_model(PRESET, model_dir, range(10))
+        return serving.log_serving_model(PRESET, model_dir, range(10))
 
 
 def set_champion(version: str) -> None:
