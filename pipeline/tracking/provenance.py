@@ -85,6 +85,54 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(tree, dict):
+        out: dict[str, object] = {}
+        for key, value in tree.items():
+            out |= _flat(value, f"{prefix}{key}.")
+        return out
+    return {prefix[:-1]: tree}
+
+
+def changed_params(root: Path = config.ROOT) -> dict[str, object]:
+    """The params.yaml keys (dotted) whose value differs from the committed params.yaml
+    (``git show HEAD:params.yaml``), with the working value (None: removed); {} when either
+    cannot be read."""
+    committed = _git(root, "show", "HEAD:params.yaml")
+    try:
+        now = yaml.safe_load((root / "params.yaml").read_text())
+        base = yaml.safe_load(committed) if committed is not None else None
+    except (OSError, yaml.YAMLError):
+        return {}
+    if not isinstance(now, dict) or not isinstance(base, dict):
+        return {}
+    new, old = _flat(now), _flat(base)
+    return {k: new.get(k) for k in sorted(new.keys() | old.keys()) if new.get(k) != old.get(k)}
+
+
+def _changes_text(preset: str, changes: dict[str, object], limit: int = 3) -> str:
+    """``learning_rate=0.05 epochs=3``: the changes that concern ``preset`` (its own
+    ``models.<preset>.`` keys and any key outside ``models.``), by their last key."""
+    own = f"models.{preset}."
+    keys = [k for k in changes if k.startswith(own) or not k.startswith("models.")]
+    words = [f"{k.rsplit('.', 1)[-1]}={changes[k]}" for k in keys[:limit]]
+    if len(keys) > limit:
+        words.append(f"+{len(keys) - limit}")
+    return " ".join(words)
+
+
+def run_label(name: str, model: bool = True, root: Path = config.ROOT) -> str:
+    """The run's name in MLflow, saying what changed: ``<preset> <param>=<value> · <exp>``
+    under ``dvc exp run`` (DVC_EXP_NAME; the params that differ from the commit), ``<name> ·
+    <repro_id[:7]>`` under a plain ``dvc repro``, else ``name``."""
+    exp = os.environ.get("DVC_EXP_NAME")
+    if exp:
+        changes = _changes_text(name, changed_params(root)) if model else ""
+        return f"{name} {changes} · {exp}" if changes else f"{name} · {exp}"
+    rid = repro_id()
+    return f"{name} · {rid[:7]}" if rid else name
+
+
 def run_tags(
     name: str, family: str | None = None, dataset: str | None = None, root: Path = config.ROOT
 ) -> dict[str, str]:
@@ -92,7 +140,7 @@ def run_tags(
     ``repro_id``. A model's run (``family`` and ``dataset`` given, ``name`` its preset) adds
     ``preset``, ``family``, ``dataset``, the dataset's DVC hash and the numeric environment
     (``env.*``, pipeline/core/numenv.py); any other run (plot's cross-model run) adds
-    ``run_kind`` = ``name``. The run is named ``name``."""
+    ``run_kind`` = ``name``. The run is named by :func:`run_label`."""
     if (family is None) != (dataset is None):
         raise TypeError("run_tags: give both family and dataset (a model's run) or neither")
     status = git_status(root)
@@ -105,7 +153,7 @@ def run_tags(
         "mlflow.source.git.commit": git_commit(root) or "unknown",
         "git_dirty": "unknown" if status is None else str(bool(status)).lower(),
         "dvc_stage": os.environ.get("DVC_STAGE", ""),
-        "mlflow.runName": name,
+        "mlflow.runName": run_label(name, model=family is not None, root=root),
     }
     optional = {
         "dataset_dvc_md5": dataset_hash(dataset, root) if dataset is not None else None,

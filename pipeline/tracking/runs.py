@@ -35,7 +35,7 @@ def training_run(model: str, family: str, dataset: str, root: Path = config.ROOT
     with reachable():
         kill_orphan_runs(model)
         tags = run_tags(model, family, dataset, root) | process_tags()
-        run = mlflow.start_run(run_name=model, tags=tags)
+        run = mlflow.start_run(run_name=tags["mlflow.runName"], tags=tags)
     with reachable(), _ended(run.info.run_id):
         yield run.info.run_id
 
@@ -64,7 +64,9 @@ def reopen(run_id: str) -> Iterator[str]:
 def execution_run(name: str, tags: dict[str, str]) -> Iterator[str]:
     """A new run for one execution of a stage that is not a model's (``plot``)."""
     with reachable():
-        run = mlflow.start_run(run_name=name, tags=tags | process_tags())
+        run = mlflow.start_run(
+            run_name=tags.get("mlflow.runName", name), tags=tags | process_tags()
+        )
     with reachable(), _ended(run.info.run_id):
         yield run.info.run_id
 

@@ -136,7 +136,7 @@ def test_a_run_no_model_owns_is_tagged_with_its_kind(tmp_path, monkeypatch):
         "mlflow.source.git.commit": "unknown",
         "git_dirty": "unknown",
         "dvc_stage": "plot",
-        "mlflow.runName": "compare",
+        "mlflow.runName": "compare · rep-2",
         "repro_id": "rep-2",
     }
     with pytest.raises(TypeError, match="both family and dataset"):
