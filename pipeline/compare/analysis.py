@@ -28,7 +28,7 @@ PROVENANCE_TAGS = (
     ("family", "family"),
     ("dataset", "dataset"),
     ("dataset_dvc_md5", "data hash (DVC md5)"),
-    ("git_commit", "git commit"),
+    ("mlflow.source.git.commit", "git commit"),
     ("git_dirty", "uncommitted changes"),
     ("dvc_exp_name", "DVC experiment"),
     ("repro_id", "dvc repro id"),

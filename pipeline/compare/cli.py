@@ -146,10 +146,19 @@ def to_indices(digits: np.ndarray, classes: list[str]) -> np.ndarray:
     return np.where(inside, lookup[np.clip(digits, 0, len(lookup) - 1)], -1)
 
 
+class SameRunError(CompareError):
+    """A and B name the same run."""
+
+
 def build(spec_a: str, spec_b: str, root: Path = config.ROOT) -> analysis.Comparison:
     with tempfile.TemporaryDirectory(prefix="compare-") as tmp:
         a = fetch("A", spec_a, Path(tmp))
         b = fetch("B", spec_b, Path(tmp))
+    if a.run_id == b.run_id:
+        raise SameRunError(
+            f"A ({spec_a}) and B ({spec_b}) are the same run {a.run_id} ({a.name}): nothing "
+            "to compare; name two different runs"
+        )
     classes = common_classes(a, b)
     for run in (a, b):  # predictions.csv holds digits (0, 2, 5): the report counts in indices
         run.actual, run.predicted = (
@@ -199,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                 copy.write_text(page)
                 for run_id in dict.fromkeys((comparison.a.run_id, comparison.b.run_id)):
                     tracking.log_artifact_to_run(run_id, copy, config.COMPARE_ARTIFACTS)
+    except SameRunError as exc:
+        print(f"compare: error: {exc}", file=sys.stderr)
+        return 2
     except (LookupError, ValueError, OSError) as exc:
         print(f"compare: error: {exc}", file=sys.stderr)
         return 1
