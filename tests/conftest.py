@@ -107,7 +107,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config, items) -> Non
     tiny_files = {_rel(item) for item in items if _needs_tiny(item)}
     if not tiny_files:
         return
-    _start_tiny_build(_shared_dir(config))
+    if not config.option.collectonly:  # --collect-only runs nothing: no build to wait for
+        _start_tiny_build(_shared_dir(config))
 
     def rank(item: pytest.Item) -> tuple[int, int]:
         rel = _rel(item)

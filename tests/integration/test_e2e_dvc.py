@@ -246,7 +246,7 @@ def test_queued_experiments_land_in_the_same_store(project):
         status = sh([dvc, "queue", "status"], root, env).stdout
         if "Running" not in status and "Queued" not in status:
             break
-        time.sleep(5)
+        time.sleep(1)
     assert "Failed" not in status, status
     new = [r for r in runs_since(client, exp_id, before) if "preset" in r.data.tags]
     assert sorted(r.data.params["model.train.learning_rate"] for r in new) == ["0.03", "0.04"]
