@@ -253,6 +253,15 @@ class PlotParams(_Model):
     compare_curves: Annotated[tuple[str, ...], _LIST] = ("cubic_mlp", "dense_mlp")  # overlaid
 
 
+class RegistryParams(_Model):
+    """The promotion gate (pipeline/tracking/gate.py): ``champion`` moves to a new version only
+    when McNemar's one-sided p < ``alpha`` and no class's recall drops by more than
+    ``max_class_drop`` percentage points."""
+
+    alpha: Annotated[float, _in("(0, 1)")] = 0.05
+    max_class_drop: NonNegativeFloat = 0.5
+
+
 # --------------------------------------------------------------------------- sweeps
 
 
@@ -386,6 +395,7 @@ with warnings.catch_warnings():
         validate: ValidateParams = Field(default_factory=ValidateParams)
         mlflow: MlflowParams = Field(default_factory=MlflowParams)
         plot: PlotParams = Field(default_factory=PlotParams)
+        registry: RegistryParams = Field(default_factory=RegistryParams)
         sweeps: Annotated[Mapping[str, SweepParams], _FROZEN] = Field({}, validate_default=True)
 
         def dataset_of(self, model: str) -> DatasetParams:

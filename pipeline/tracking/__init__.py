@@ -17,11 +17,9 @@ pipeline/models/*/flavor.py, the only code that imports mlflow.
 - Reading runs back (lookup.py): by id, preset or preset@<DVC experiment name>.
 """
 
-from pipeline.tracking.digests import ModelTampered
 from pipeline.tracking.loading import (
     PickleRefused,
     load_pyfunc,
-    load_verified,
     local_model_folder,
     safe_model_file,
 )
@@ -40,6 +38,7 @@ from pipeline.tracking.pulled import reopen_or_continue, run_exists, source_labe
 from pipeline.tracking.registry import (
     CHAMPION,
     promote,
+    promote_by_hand,
     promote_champions,
     register_model,
     tag_test_accuracy,
@@ -61,7 +60,6 @@ from pipeline.tracking.store import TrackingError, setup, store_root, tracking_u
 
 __all__ = [
     "CHAMPION",
-    "ModelTampered",
     "PickleRefused",
     "RunLookupError",
     "TrackingError",
@@ -72,7 +70,6 @@ __all__ = [
     "git_status",
     "load_pyfunc",
     "load_run_id",
-    "load_verified",
     "local_model_folder",
     "log_artifact",
     "log_artifact_to_run",
@@ -86,6 +83,7 @@ __all__ = [
     "metric_history",
     "model_source_run",
     "promote",
+    "promote_by_hand",
     "promote_champions",
     "register_model",
     "reopen",

@@ -1,6 +1,6 @@
 """The Model Registry: train@<model> registers its model as a new version of registered
 model ``<model>``, evaluate@ tags it with ``test_accuracy``, plot moves alias ``champion``
-to it only when it beats the champion."""
+to it only when the promotion gate (pipeline/tracking/gate.py) finds it better on evidence."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import mlflow
 from filelock import FileLock
 
 from pipeline.core import config, numenv
-from pipeline.tracking import digests
+from pipeline.tracking import gate
 from pipeline.tracking.provenance import dataset_hash, git_commit
 from pipeline.tracking.store import TrackingError, reachable, with_retry
 
-CHAMPION = "champion"  # the alias of each registered model's best version by test accuracy
+CHAMPION = gate.CHAMPION  # the alias of each registered model's best version, on evidence
+CHALLENGER = gate.CHALLENGER  # the newest version the gate did not promote
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +34,6 @@ def register_model(preset: str, dataset: str, root: Path = config.ROOT) -> str:
         "git_commit": git_commit(root) or "unknown",
         "dataset_dvc_md5": dataset_hash(dataset, root) or "unknown",
     } | numenv.as_tags(numenv.probe())
-    tags |= digests.version_tags(logged)  # the sha256 of its files (digests.py)
     with reachable():
         version = with_retry(
             lambda: mlflow.register_model(f"models:/{logged.model_id}", preset, tags=tags)
@@ -82,49 +82,64 @@ def registry_lock(preset: str, uri: str | None = None) -> FileLock:
     return FileLock(str(folder / f"{key}.lock"))
 
 
-def promote(client, preset: str, run_id: str) -> str:
-    """Move alias ``champion`` of ``preset`` to the version ``run_id`` registered, only when
-    its test accuracy beats the champion's (ties keep the champion); one line saying why.
-    Read, compare and move happen under :func:`registry_lock`."""
+def promote(client, preset: str, run_id: str, settings: gate.Settings | None = None) -> str:
+    """Move alias ``champion`` of ``preset`` to the version ``run_id`` registered only when the
+    promotion gate (pipeline/tracking/gate.py) says it is better on evidence, else alias
+    ``challenger``; one line saying why, also tagged on the version. Read, compare and move
+    happen under :func:`registry_lock`."""
     with registry_lock(preset, client.tracking_uri):
-        return _promote(client, preset, run_id)
+        return _promote(client, preset, run_id, settings or gate.Settings())
 
 
-def _promote(client, preset: str, run_id: str) -> str:
+def _promote(client, preset: str, run_id: str, settings: gate.Settings) -> str:
     candidate = run_version(client, preset, run_id)
     if candidate is None:
         return f"{preset}: run {run_id} registered no version; champion unchanged"
     acc = _accuracy(candidate)
     if acc is None:
         return f"{preset}: v{candidate.version} has no test_accuracy yet; champion unchanged"
-    try:
-        champ = client.get_model_version_by_alias(preset, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        champ = None
+    champ = gate.champion_version(client, preset)
     if champ is not None and champ.version == candidate.version:
         return f"{preset}: champion stays v{champ.version} (test_accuracy {acc:.4f})"
-    champ_acc = _accuracy(champ) if champ is not None else None
-    if champ is not None and champ_acc is not None and acc <= champ_acc:
-        return (
-            f"{preset}: champion stays v{champ.version} (test_accuracy {champ_acc:.4f}); "
-            f"v{candidate.version} has {acc:.4f}"
-        )
-    client.set_registered_model_alias(preset, CHAMPION, candidate.version)
-    if champ is None:
-        return f"{preset}: champion -> v{candidate.version} (test_accuracy {acc:.4f}, the first)"
-    before = "no test_accuracy" if champ_acc is None else f"{champ_acc:.4f}"
-    return (
-        f"{preset}: champion v{champ.version} -> v{candidate.version} "
-        f"(test_accuracy {acc:.4f} beats {before})"
-    )
+    decision = gate.decide(client, preset, candidate, champ, settings)
+    gate.record(client, preset, candidate, decision, CHAMPION if decision.promote else CHALLENGER)
+    return decision.line
 
 
-def promote_champions(runs: dict[str, str]) -> list[str]:
+def promote_by_hand(
+    preset: str, version: str, settings: gate.Settings | None = None, client=None
+) -> list[str]:
+    """Move alias ``champion`` of ``preset`` to ``version`` whatever the gate says (a
+    person's decision, e.g. for a ``dvc exp run``); the gate's lines first, then the move."""
+    settings = settings or gate.Settings()
+    client = client or mlflow.MlflowClient()
+    with reachable(), registry_lock(preset, client.tracking_uri):
+        try:
+            candidate = client.get_model_version(preset, str(version))
+        except mlflow.exceptions.MlflowException:
+            raise TrackingError(f"{preset}: no version {version} in the registry") from None
+        champ = gate.champion_version(client, preset)
+        if champ is not None and champ.version == candidate.version:
+            return [f"{preset}: v{candidate.version} is already the champion"]
+        if _accuracy(candidate) is None:
+            lines = [f"{preset}: v{candidate.version} has no test_accuracy (not evaluated)"]
+            decision = gate.Decision(False, lines[0])
+        else:
+            decision = gate.decide(client, preset, candidate, champ, settings)
+            lines = [f"gate: {decision.line}"]
+        before = "none" if champ is None else f"v{champ.version}"
+        moved = f"{preset}: champion {before} -> v{candidate.version} (promoted by hand)"
+        decision = gate.Decision(True, f"{moved}; the gate said: {decision.line}", decision.tags)
+        gate.record(client, preset, candidate, decision, CHAMPION)
+        return [*lines, moved]
+
+
+def promote_champions(runs: dict[str, str], settings: gate.Settings | None = None) -> list[str]:
     """:func:`promote` each ``preset -> run id``; logs and returns one line a decision."""
     client = mlflow.MlflowClient()
     lines = []
     with reachable():
         for preset, run_id in runs.items():
-            lines.append(promote(client, preset, run_id))
+            lines.append(promote(client, preset, run_id, settings))
             log.info(lines[-1])
     return lines

@@ -1,0 +1,1 @@
+"""``python -m pipeline.promote <preset> <version>``: a person moves alias ``champion``."""
