@@ -17,9 +17,11 @@ pipeline/models/*/flavor.py, the only code that imports mlflow.
 - Reading runs back (lookup.py): by id, preset or preset@<DVC experiment name>.
 """
 
+from pipeline.tracking.digests import ModelTampered
 from pipeline.tracking.loading import (
     PickleRefused,
     load_pyfunc,
+    load_verified,
     local_model_folder,
     safe_model_file,
 )
@@ -60,6 +62,7 @@ from pipeline.tracking.store import TrackingError, setup, store_root, tracking_u
 
 __all__ = [
     "CHAMPION",
+    "ModelTampered",
     "PickleRefused",
     "RunLookupError",
     "TrackingError",
@@ -70,6 +73,7 @@ __all__ = [
     "git_status",
     "load_pyfunc",
     "load_run_id",
+    "load_verified",
     "local_model_folder",
     "log_artifact",
     "log_artifact_to_run",

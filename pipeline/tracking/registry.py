@@ -13,7 +13,7 @@ import mlflow
 from filelock import FileLock
 
 from pipeline.core import config, numenv
-from pipeline.tracking import gate
+from pipeline.tracking import digests, gate
 from pipeline.tracking.provenance import dataset_hash, git_commit
 from pipeline.tracking.store import TrackingError, reachable, with_retry
 
@@ -34,6 +34,7 @@ def register_model(preset: str, dataset: str, root: Path = config.ROOT) -> str:
         "git_commit": git_commit(root) or "unknown",
         "dataset_dvc_md5": dataset_hash(dataset, root) or "unknown",
     } | numenv.as_tags(numenv.probe())
+    tags |= digests.version_tags(logged)  # the sha256 of its files (digests.py)
     with reachable():
         version = with_retry(
             lambda: mlflow.register_model(f"models:/{logged.model_id}", preset, tags=tags)
