@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, make_digits, write_raw
+from tests.helpers import REPO, make_digits, run_experiment, write_raw
 
 __all__ = ["REPO"]  # some test files still import it from here; tests/helpers.py has it
 
@@ -147,3 +147,18 @@ def tiny_built(request: pytest.FixtureRequest) -> Path:
         code = rc_file.read_text().strip()
         raise AssertionError(f"the tiny build failed (exit {code}):\n{log[-4000:]}")
     return shared / "tiny-built"
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment(tiny_built: Path, request: pytest.FixtureRequest) -> Path:
+    """The tiny project after one `dvc exp run` (helpers.run_experiment), made once per
+    session by the first worker that needs it: read it, never change it."""
+    from filelock import FileLock
+
+    shared = _shared_dir(request.config)
+    dest = shared / "tiny-experiment"
+    with FileLock(str(shared / "tiny-experiment.lock")):
+        if not (dest / ".exp.log").is_file():
+            shutil.rmtree(dest, ignore_errors=True)
+            run_experiment(tiny_built, dest)
+    return dest

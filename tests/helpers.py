@@ -375,6 +375,23 @@ def build_tiny(dest: Path) -> Path:
     return dest
 
 
+# The experiment `tiny_experiment` (conftest.py) runs once on a copy of the tiny project:
+# a second dense_mlp run, read by the e2e and the compare tests.
+EXP_NAME = "lr-high"
+EXP_KEY = "models.dense_mlp.train.learning_rate"
+EXP_LR = "0.05"  # dense_mlp's learning rate is 0.01 in params.yaml
+
+
+def run_experiment(built: Path, dest: Path) -> Path:
+    """A copy of the tiny project after `dvc exp run -n EXP_NAME -S EXP_KEY=EXP_LR`; its
+    output is kept in ``dest/.exp.log``."""
+    copy_tiny(built, dest)
+    out = sh([".venv/bin/dvc", "exp", "run", "-n", EXP_NAME, "-S", f"{EXP_KEY}={EXP_LR}"],
+             dest, plain_env())  # fmt: skip
+    (dest / ".exp.log").write_text(out.stdout + out.stderr)
+    return dest
+
+
 def copy_tiny(built: Path, dest: Path) -> Path:
     """A private copy of the built tiny project (git, DVC cache, MLflow store and all); the
     copy's MLflow store points at the copy's own artifact folder."""

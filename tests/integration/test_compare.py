@@ -1,9 +1,10 @@
 """The two-run comparison (`python -m pipeline.compare`, `make compare`).
 
 Fast tests feed the report synthetic predictions. The slow ones work in a private copy of
-the shared tiny project: a second dense_mlp run with another learning rate (`dvc exp run`),
-then the report's numbers are recomputed from both runs' predictions.csv files, the page
-is opened in headless Chromium, and bad input is refused with one line.
+the shared tiny project after its experiment (conftest.py's tiny_experiment: a second
+dense_mlp run with another learning rate, `dvc exp run`), then the report's numbers are
+recomputed from both runs' predictions.csv files, the page is opened in headless
+Chromium, and bad input is refused with one line.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -25,12 +25,9 @@ from pipeline.compare import cli as tool
 from pipeline.compare.analysis import RunData
 from pipeline.core import config
 from pipeline.data.prepared import Split, save_split
-from tests.helpers import copy_tiny, plain_env, sh
+from tests.helpers import EXP_LR, EXP_NAME, copy_tiny, plain_env, sh
 
-BIN = Path(sys.executable).parent
-LR_B = "0.05"  # dense_mlp's learning rate is 0.01 in params.yaml
-EXP_NAME = "lr-high"
-LR_KEY = "models.dense_mlp.train.learning_rate"
+LR_B = EXP_LR
 
 
 def compare_data(page: str) -> dict:
@@ -216,23 +213,16 @@ def test_thumbnails_only_from_the_runs_test_set(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tiny_built, tmp_path_factory):
-    """A copy of the tiny project with a second dense_mlp run (learning rate LR_B, DVC
-    experiment EXP_NAME); A's predictions are read before the experiment overwrites them."""
-    root = copy_tiny(tiny_built, tmp_path_factory.mktemp("compare") / "proj")
-    model_dir, plots = config.model_dir("dense_mlp", root), config.plots_dir("dense_mlp", root)
-    run_a = (model_dir / config.RUN_ID_FILE).read_text().strip()
-    pred_a = pd.read_csv(plots / config.PREDICTIONS_CSV)
-    env = plain_env()
-    sh(
-        [str(BIN / "dvc"), "exp", "run", "-n", EXP_NAME, "-S", f"{LR_KEY}={LR_B}"],
-        root,
-        env,
-    )
-    run_b = (model_dir / config.RUN_ID_FILE).read_text().strip()
+def two_runs(tiny_built, tiny_experiment, tmp_path_factory):
+    """A copy of the tiny project after its second dense_mlp run (learning rate LR_B, DVC
+    experiment EXP_NAME); A's run and predictions are those of the project before it."""
+    root = copy_tiny(tiny_experiment, tmp_path_factory.mktemp("compare") / "proj")
+    run_a = (config.model_dir("dense_mlp", tiny_built) / config.RUN_ID_FILE).read_text().strip()
+    pred_a = pd.read_csv(config.plots_dir("dense_mlp", tiny_built) / config.PREDICTIONS_CSV)
+    run_b = (config.model_dir("dense_mlp", root) / config.RUN_ID_FILE).read_text().strip()
     assert run_b != run_a
-    pred_b = pd.read_csv(plots / config.PREDICTIONS_CSV)
-    return root, env, run_a, run_b, pred_a, pred_b
+    pred_b = pd.read_csv(config.plots_dir("dense_mlp", root) / config.PREDICTIONS_CSV)
+    return root, plain_env(), run_a, run_b, pred_a, pred_b
 
 
 def run_compare(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:

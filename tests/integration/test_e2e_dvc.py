@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import copy_tiny, plain_env, sh, stages_run
+from tests.helpers import EXP_LR, EXP_NAME, copy_tiny, plain_env, sh, stages_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -156,25 +156,19 @@ def test_second_repro_does_nothing(project):
     assert "Data and pipelines are up to date" in again.stdout
 
 
-def test_param_change_reruns_only_the_affected_stages(project):
-    root, env, _ = project
-    out = sh(
-        ["bin/dvc", "exp", "run", "-S", "models.dense_mlp.train.learning_rate=0.005"],
-        root,
-        env,
-    ).stdout
+def test_param_change_reruns_only_the_affected_stages(tiny_experiment, tmp_path):
+    """`dvc exp run -S` of one model's learning rate (run once for the session by
+    conftest.py's tiny_experiment: the compare tests read its run too)."""
+    out = (tiny_experiment / ".exp.log").read_text()
     # check_params reads all of params.yaml: it reruns (a second) and its stamp is unchanged
     assert stages_run(out) == {"check_params", "train@dense_mlp", "evaluate@dense_mlp", "plot"}
-    assert (
-        yaml.safe_load((root / "params.yaml").read_text())["models"]["dense_mlp"]["train"][
-            "learning_rate"
-        ]
-        == 0.005
-    )  # the exp changed params in place
+    root, env = copy_tiny(tiny_experiment, tmp_path / "proj"), plain_env()
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert params["models"]["dense_mlp"]["train"]["learning_rate"] == float(EXP_LR)  # in place
     again = sh(["bin/dvc", "repro"], root, env)
     assert stages_run(again.stdout) == set()
     proc = sh(["bin/dvc", "exp", "show", "--json"], root, env)
-    assert "dense_mlp" in proc.stdout
+    assert "dense_mlp" in proc.stdout and EXP_NAME in proc.stdout
     shown = sh(["bin/dvc", "metrics", "show", "--json"], root, env).stdout
     assert "metrics/dense_mlp.json" in shown
 
