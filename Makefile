@@ -24,7 +24,7 @@ export PYTHONHASHSEED := 0
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
 .PHONY: bench bench-keras bench-sweep sweep benchmarks compare help setup repro test test-fast lint actionlint format ui clean \
-	verify-repro verify-metrics server server-user server-stop \
+	verify-repro verify-metrics server server-stop \
 	serve serve-stop bench-serve
 
 help: ## List every target with its description
@@ -85,10 +85,6 @@ ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:$(PORT) (make 
 
 server: setup ## Start the team tracking server: MLflow on PostgreSQL at http://127.0.0.1:5001
 	$(BIN)/python -m pipeline.server.cli start
-
-server-user: setup ## Add a user to the team server: make server-user NAME=ci ROLE=edit|read [PASSWORD=...]
-	@test -n "$(NAME)" || { echo "error: give NAME=<user> (and ROLE=read|edit)" >&2; exit 1; }
-	@$(BIN)/python -m pipeline.server.cli user "$(NAME)" --role "$(or $(ROLE),read)" $(if $(PASSWORD),--password "$(PASSWORD)")
 
 server-stop: ## Stop the tracking server and its PostgreSQL (by their pid files)
 	@test -x $(BIN)/python || { echo "no .venv: nothing was started"; exit 0; }

@@ -13,7 +13,7 @@ import mlflow
 from filelock import FileLock
 
 from pipeline.core import config, numenv
-from pipeline.tracking import digests, gate
+from pipeline.tracking import digests, gate, serving
 from pipeline.tracking.provenance import dataset_hash, git_commit
 from pipeline.tracking.store import TrackingError, reachable, with_retry
 
@@ -89,7 +89,9 @@ def promote(client, preset: str, run_id: str, settings: gate.Settings | None = N
     ``challenger``; one line saying why, also tagged on the version. Read, compare and move
     happen under :func:`registry_lock`."""
     with registry_lock(preset, client.tracking_uri):
-        return _promote(client, preset, run_id, settings or gate.Settings())
+        line = _promote(client, preset, run_id, settings or gate.Settings())
+        serving.follow_champion(client, preset)  # <preset>-serving@champion moves along
+        return line
 
 
 def _promote(client, preset: str, run_id: str, settings: gate.Settings) -> str:
@@ -132,6 +134,7 @@ def promote_by_hand(
         moved = f"{preset}: champion {before} -> v{candidate.version} (promoted by hand)"
         decision = gate.Decision(True, f"{moved}; the gate said: {decision.line}", decision.tags)
         gate.record(client, preset, candidate, decision, CHAMPION)
+        serving.follow_champion(client, preset)  # <preset>-serving@champion moves along
         return [*lines, moved]
 
 

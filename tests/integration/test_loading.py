@@ -40,7 +40,8 @@ def plant(path: Path, marker: Path) -> None:
 def logged_model_folder(project: Path, run_id: str) -> Path:
     """The store's own folder of the model logged by ``run_id`` (what runs:/ resolves to)."""
     for mlmodel in (project / "mlartifacts").rglob("MLmodel"):
-        if (yaml.safe_load(mlmodel.read_text()) or {}).get("run_id") == run_id:
+        conf = yaml.safe_load(mlmodel.read_text()) or {}
+        if conf.get("run_id") == run_id and conf.get("name") != "serving":  # not the servable
             return mlmodel.parent
     raise AssertionError(f"no logged model of run {run_id} in {project}")
 
@@ -76,9 +77,10 @@ def test_keras_model_with_planted_cloudpickle_loads_without_running_it(store, tm
     for name in ("global_custom_objects.cloudpickle", "custom_objects.cloudpickle"):
         plant(folder / "data" / name, marker)
 
-    loaded = predict.load_uri(f"runs:/{run_id}/keras_small_cnn")  # named after the preset
-    preds, errors = predict.predict_files(loaded, [one_picture(tmp_path)])
-    assert len(preds) == 1 and not errors
+    # The project's loader checks the files against the sha256 list logged with the model
+    # before anything of them is read: the planted files are named and refused.
+    with pytest.raises(predict.ModelError, match="custom_objects.cloudpickle"):
+        predict.load_uri(f"runs:/{run_id}/keras_small_cnn")  # named after the preset
     assert not marker.exists()
 
     # The payload is live: MLflow's own loader, allowed to unpickle, runs it.
@@ -148,13 +150,13 @@ def test_scratch_model_needing_unpickling_is_refused_unless_trusted(store, tmp_p
     uri = f"runs:/{run_id}/scratch_cnn"  # the logged model is named after the preset
     assert predict.main(["--model", uri, str(one_picture(tmp_path))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--trust-pickle" in err[0] and "python_model.pkl" in err[0]
+    # refused in one line before loading: the rewritten MLmodel no longer matches its digest
+    assert len(err) == 1 and "MLmodel" in err[0] and "refused" in err[0], err
     assert not marker.exists()
-
-    # --trust-pickle loads it through mlflow.pyfunc: the payload runs (it is live).
+    # even --trust-pickle does not load files that differ from what was logged
     with pytest.raises(predict.ModelError):
         predict.load_uri(uri, trust_pickle=True)
-    assert marker.exists()
+    assert not marker.exists()
 
 
 def test_npz_with_a_pickled_object_array_is_refused(tmp_path):

@@ -206,7 +206,9 @@ def test_two_node_cluster_one_parent(tmp_path, monkeypatch):
     try:
         cluster.add_node(num_cpus=1, object_store_memory=store)
         cluster.wait_for_nodes()
-        out = sweep(root, env=env | {"RAY_ADDRESS": cluster.address})
+        # the driver must also keep to loopback, or it advertises the host address
+        loopback = {"RAY_ADDRESS": cluster.address, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        out = sweep(root, env=env | loopback, timeout=300)
     finally:
         cluster.shutdown()
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

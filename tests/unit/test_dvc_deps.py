@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 MODULE_NAME = re.compile(r"^pipeline(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
@@ -98,7 +98,7 @@ def test_stage_deps_cover_its_imports(stage):
 
 def test_the_check_sees_lazy_imports_and_import_module_strings():
     files = {str(f.relative_to(REPO)) for f in closure("pipeline.stages.train")}
-    # registry.py names the families only as strings for importlib.import_module
+    # models/family.py names the families only as strings for importlib.import_module
     assert "pipeline/models/numpy_cnn/family.py" in files
     assert "pipeline/models/keras/family.py" in files
     assert "pipeline/models/keras/layers.py" in files
