@@ -79,7 +79,7 @@ def test_keras_model_with_planted_cloudpickle_loads_without_running_it(store, tm
 
     # The project's loader checks the files against the sha256 list logged with the model
     # before anything of them is read: the planted files are named and refused.
-    with pytest.raises(predict.ModelError, match="custom_objects.cloudpickle"):
+    with pytest.raises(predict.ModelError, match=r"custom_objects\.cloudpickle"):
         predict.load_uri(f"runs:/{run_id}/keras_small_cnn")  # named after the preset
     assert not marker.exists()
 
