@@ -124,7 +124,7 @@ def test_mlflow_has_one_run_per_model_with_the_contract(project):
         logged = client.search_logged_models(
             [exp_id], filter_string=f"source_run_id = '{r.info.run_id}'"
         )
-        assert [m.name for m in logged] == [name]
+        assert sorted(m.name for m in logged) == sorted([name, "serving"])  # + the servable
         champion = client.get_model_version_by_alias(name, "champion")  # the registry, in sqlite
         assert champion.run_id == r.info.run_id
         assert float(champion.tags["test_accuracy"]) == pytest.approx(metrics["accuracy"], abs=1e-6)
