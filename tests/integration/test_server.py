@@ -119,6 +119,8 @@ def only_model(root: Path, epochs: int | None = None) -> None:
     dataset = params["models"][MODEL]["dataset"]
     params["datasets"] = {dataset: params["datasets"][dataset]}
     params["plot"]["compare_curves"] = [MODEL]
+    sweeps = params.get("sweeps") or {}  # a sweep of a preset left out would be refused
+    params["sweeps"] = {k: v for k, v in sweeps.items() if v["model"] == MODEL}
     if epochs is not None:
         params["models"][MODEL]["train"]["epochs"] = epochs
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
