@@ -37,13 +37,20 @@ def plant(path: Path, marker: Path) -> None:
     path.write_bytes(pickle.dumps(Payload(marker)))
 
 
+def logged_model_folders(project: Path, run_id: str) -> list[Path]:
+    """The store's folders of the model logged by ``run_id`` (not its servable)."""
+    found = []
+    for mlmodel in sorted((project / "mlartifacts").rglob("MLmodel")):
+        conf = yaml.safe_load(mlmodel.read_text()) or {}
+        if conf.get("run_id") == run_id and conf.get("name") != "serving":
+            found.append(mlmodel.parent)
+    assert found, f"no logged model of run {run_id} in {project}"
+    return found
+
+
 def logged_model_folder(project: Path, run_id: str) -> Path:
     """The store's own folder of the model logged by ``run_id`` (what runs:/ resolves to)."""
-    for mlmodel in (project / "mlartifacts").rglob("MLmodel"):
-        conf = yaml.safe_load(mlmodel.read_text()) or {}
-        if conf.get("run_id") == run_id and conf.get("name") != "serving":  # not the servable
-            return mlmodel.parent
-    raise AssertionError(f"no logged model of run {run_id} in {project}")
+    return logged_model_folders(project, run_id)[0]
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +146,16 @@ def test_scratch_model_needing_unpickling_is_refused_unless_trusted(store, tmp_p
     assert predict.predict_files(loaded, [one_picture(tmp_path)])[0]
     assert not marker.exists()
 
-    # The store's model rewritten to load through its pickle: refused, in one line.
-    conf = yaml.safe_load((folder / "MLmodel").read_text())
-    pf = conf["flavors"]["python_function"]
-    pf.pop("model_code_path")
-    pf.pop("artifacts")
-    pf |= {"loader_module": "mlflow.pyfunc.model", "python_model": "python_model.pkl"}
-    (folder / "MLmodel").write_text(yaml.safe_dump(conf))
-    plant(folder / "python_model.pkl", marker)
+    # The store's model rewritten to load through its pickle (every stored copy of it, the
+    # run's and the logged model's): refused, in one line.
+    for copy_of_it in logged_model_folders(store, run_id):
+        conf = yaml.safe_load((copy_of_it / "MLmodel").read_text())
+        pf = conf["flavors"]["python_function"]
+        pf.pop("model_code_path")
+        pf.pop("artifacts")
+        pf |= {"loader_module": "mlflow.pyfunc.model", "python_model": "python_model.pkl"}
+        (copy_of_it / "MLmodel").write_text(yaml.safe_dump(conf))
+        plant(copy_of_it / "python_model.pkl", marker)
     uri = f"runs:/{run_id}/scratch_cnn"  # the logged model is named after the preset
     assert predict.main(["--model", uri, str(one_picture(tmp_path))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
