@@ -79,10 +79,13 @@ def one_picture(folder: Path) -> Path:
 def test_keras_model_with_planted_cloudpickle_loads_without_running_it(store, tmp_path):
     marker = tmp_path / "keras-payload-ran"
     run_id = (store / "models" / "keras_small_cnn" / config.RUN_ID_FILE).read_text().strip()
-    folder = logged_model_folder(store, run_id)
-    assert not list(folder.rglob("*.cloudpickle"))  # logged without any pickle
-    for name in ("global_custom_objects.cloudpickle", "custom_objects.cloudpickle"):
-        plant(folder / "data" / name, marker)
+    # every stored copy of the Keras model that holds its data/ folder (the flavor's files)
+    folders = [f for f in logged_model_folders(store, run_id) if (f / "data").is_dir()]
+    assert folders, "no stored copy of the Keras model with a data/ folder"
+    for folder in folders:
+        assert not list(folder.rglob("*.cloudpickle"))  # logged without any pickle
+        for name in ("global_custom_objects.cloudpickle", "custom_objects.cloudpickle"):
+            plant(folder / "data" / name, marker)
 
     # The project's loader checks the files against the sha256 list logged with the model
     # before anything of them is read: the planted files are named and refused.
