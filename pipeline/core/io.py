@@ -8,11 +8,12 @@ half of one, whatever happens to the writer.
   previous folder is untouched.
 
 Temporary names start with ``.<name>.`` and end with ``.tmp`` so that ``stale_temps`` can
-find what a killed process left behind.
+find what a killed process left behind. ``file_digest`` is the one way files are hashed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -118,3 +119,12 @@ def remove_stale_temps(paths: list[Path]) -> list[Path]:
 class BadModelFile(ValueError):
     """A model file that is missing, truncated, corrupt or not in the project's pickle-free
     format; the message names the file and what is wrong with it."""
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks (md5: the hash DVC records)."""
+    h = hashlib.new(algorithm, usedforsecurity=False)
+    with Path(path).open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -31,10 +31,11 @@ from numpy._core.multiarray import _reconstruct
 from tqdm import tqdm
 
 from pipeline.core.config import RAW_FILES
-from pipeline.core.io import atomic_dir, atomic_open
+from pipeline.core.io import atomic_dir, atomic_open, file_digest
 from pipeline.data.idx import check_header, check_role, idx_header
 
 log = logging.getLogger(__name__)
+sha256_file = file_digest  # the sha256 of a raw file (gate.py and the checks below)
 CHUNK = 1 << 16
 
 # Mirrors in the order torchvision / TensorFlow / Keras try them; the file is base + name + ".gz".
@@ -93,14 +94,6 @@ class Http:
     timeout: float = 30.0  # seconds per connect / read
     retries: int = 2  # extra attempts per mirror and file
     backoff: float = 0.5  # seconds before retry n: backoff * n
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def install(src: Path, dest: Path, expected: str | None) -> str:

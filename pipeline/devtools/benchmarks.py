@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -38,7 +37,7 @@ import pandas as pd
 from pipeline.core import config
 from pipeline.core import params as params_mod
 from pipeline.core.dvc_outs import cache_files, lock_stages
-from pipeline.core.io import atomic_write
+from pipeline.core.io import atomic_write, file_digest
 
 DOC = config.ROOT / "docs" / "benchmarks.md"
 SAVED_DIR = config.ROOT / "reports" / "bench"
@@ -135,10 +134,6 @@ def _table(header: str, rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-
-
 def _dir_listing(cache: Path, md5: str) -> dict[str, str] | None:
     """relpath -> md5 of a directory out, from DVC's cache (None when the cache lacks it)."""
     listing = cache / md5[:2] / md5[2:]
@@ -176,13 +171,13 @@ def default_run(root: Path = config.ROOT) -> tuple[str, str, dt.date]:
         for path in (metrics, history):
             if not path.is_file():
                 raise BenchmarkError(f"{path.relative_to(root)}: missing (run `make repro`)")
-        if _md5(metrics) != _locked_md5(stages, f"evaluate@{m}", rel_metrics):
+        if file_digest(metrics, "md5") != _locked_md5(stages, f"evaluate@{m}", rel_metrics):
             raise BenchmarkError(f"{rel_metrics}: not the file dvc.lock records (run `make repro`)")
         model_md5 = _locked_md5(stages, f"train@{m}", rel_model) or ""
         listing = _dir_listing(cache, model_md5) if cache and model_md5.endswith(".dir") else None
         if listing is None:
             unchecked.append(m)
-        elif listing.get(history.name) != _md5(history):
+        elif listing.get(history.name) != file_digest(history, "md5"):
             raise BenchmarkError(
                 f"{history.relative_to(root)}: not the file dvc.lock records (run `make repro`)"
             )

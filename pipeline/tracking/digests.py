@@ -21,10 +21,11 @@ from pathlib import Path
 
 import mlflow
 
+from pipeline.core.io import file_digest
+
 log = logging.getLogger(__name__)
 TAG = "model_sha256"  # on the logged model and the version; "model_sha256.<name>" on the run
 MANIFEST_TAG = "model_manifest"  # "<run id>/<name>.sha256.json": where the list is
-CHUNK = 1 << 20
 # written by MLflow into a models:/ download (the registered name and version; YAML, never run)
 SKIPPED = {"registered_model_meta"}
 
@@ -33,19 +34,11 @@ class ModelTampered(ValueError):
     """A model's files differ from the digests recorded when it was logged."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def folder_digests(folder: Path) -> dict[str, str]:
     """{relative POSIX path: sha256} of every file under ``folder`` (symlinks as files)."""
     folder = Path(folder)
     return {
-        p.relative_to(folder).as_posix(): sha256_file(p)
+        p.relative_to(folder).as_posix(): file_digest(p)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.relative_to(folder).as_posix() not in SKIPPED
     }

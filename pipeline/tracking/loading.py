@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import yaml
 
+from pipeline.tracking import digests
 from pipeline.tracking.store import tracking_uri
 
 SAFE_FORMAT_KEY = "pipeline_format"  # MLmodel metadata: the pickle-free file format logged
@@ -38,7 +39,6 @@ def local_model_folder(uri: str) -> Path:
     """The MLflow model at ``uri`` (``runs:/``, ``models:/``, artifact URI or a local model
     folder) as a local folder; downloads from the project store as needed and checks every
     file against the sha256 recorded at logging (digests.py: ModelTampered names the file)."""
-    from pipeline.tracking import digests
 
     if Path(uri).is_dir():
         return Path(uri)
@@ -55,7 +55,6 @@ def load_verified(uri: str):
     folder runs). ``family.predict_proba(model, x)`` gives class probabilities. Raises
     ModelTampered (a file differs, naming it), PickleRefused (not the project's format)."""
     from pipeline.models import family as families
-    from pipeline.tracking import digests
 
     mlflow.set_tracking_uri(tracking_uri())
     if Path(uri).is_dir() or digests.expected(uri) is None:

@@ -12,6 +12,7 @@ import yaml
 
 from pipeline.core import config, numenv
 from pipeline.core.dvc_outs import lock_stages
+from pipeline.core.io import file_digest
 from pipeline.tracking.orphans import boot_id, proc_parent, proc_start
 
 
@@ -78,11 +79,7 @@ def dataset_hash(dataset: str, root: Path = config.ROOT) -> str | None:
 
 def file_md5(path: Path) -> str:
     """md5 of a file's bytes: the hash DVC records for it (DVC 3 does no newline magic)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def _flat(tree: object, prefix: str = "") -> dict[str, object]:

@@ -13,7 +13,6 @@ and ``mlflow models serve -m models:/<preset>-serving@champion`` works as is.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -27,12 +26,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Map
 
-from pipeline.tracking import loading
-
-try:
-    from pipeline.tracking import digests  # sha256 of model files (issue #28)
-except ImportError:  # a checkout before it
-    digests = None
+from pipeline.core.io import file_digest
+from pipeline.tracking import digests, loading
 from pipeline.tracking.models import PACKAGE_DIR
 from pipeline.tracking.store import reachable, tracking_uri, with_retry
 
@@ -104,8 +99,7 @@ def log_serving_model(preset: str, model_dir: Path, classes) -> str:
         )
     run = mlflow.active_run()
     tags = {"preset": preset, "run_id": run.info.run_id if run else ""}
-    if digests is not None:  # the sha256 of every file, checked by local_model_folder
-        tags |= digests.record(info)
+    tags |= digests.record(info)  # the sha256 of every file, checked by local_model_folder
     with reachable():
         mv = with_retry(
             lambda: mlflow.register_model(info.model_uri, serving_name(preset), tags=tags)
@@ -173,10 +167,6 @@ def champion_version(name: str) -> str:
         raise ServingError(f"{name}@{ALIAS}: not in the store {tracking_uri()} ({first})") from None
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load_serving(name: str, version: str):
     """Version ``version`` of serving model ``name`` as a pyfunc, its files checked by
     ``loading.local_model_folder`` against the digests recorded at logging. Loading it runs the
@@ -189,7 +179,7 @@ def load_serving(name: str, version: str):
     code = folder / CODE_FILE.name
     if "model_code_path" not in conf or not code.is_file():
         raise ServingError(f"{uri}: not a serving model of this project (no {CODE_FILE.name})")
-    if _sha256(code) != _sha256(CODE_FILE):
+    if file_digest(code) != file_digest(CODE_FILE):
         raise ServingError(
             f"{uri}: its {CODE_FILE.name} differs from this checkout's; serve it from the "
             "commit that logged it, or retrain (train@ logs a new serving version)"
