@@ -413,3 +413,27 @@ def copy_tiny(built: Path, dest: Path) -> Path:
     finally:
         db.close()
     return dest
+
+
+# --------------------------------------------------------------------------- headless Chromium
+
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+    None,
+)
+
+
+def headless_chromium(profile: Path, *args: str) -> list[str]:
+    """The command line of Debian's Chromium, headless, with a fresh ``profile`` and nothing
+    fetched in the background (this machine's network refuses it), then ``args``."""
+    return [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        *args,
+    ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -25,7 +24,7 @@ from pipeline.compare import cli as tool
 from pipeline.compare.analysis import RunData
 from pipeline.core import config
 from pipeline.data.prepared import Split, save_split
-from tests.helpers import EXP_LR, EXP_NAME, copy_tiny, plain_env, sh
+from tests.helpers import CHROMIUM, EXP_LR, EXP_NAME, copy_tiny, headless_chromium, plain_env, sh
 
 LR_B = EXP_LR
 
@@ -324,9 +323,6 @@ def test_make_compare_across_presets(two_runs):
     )
 
 
-CHROMIUM = shutil.which("chromium")
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
@@ -335,17 +331,7 @@ def test_report_renders_in_headless_chromium(dense_report, tmp_path):
     from matplotlib.image import imread
 
     out, _ = dense_report
-    flags = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
+    flags = headless_chromium(tmp_path / "profile", "--hide-scrollbars")
     shot = tmp_path / "shot.png"
     url = out.resolve().as_uri()
     subprocess.run(

@@ -12,32 +12,22 @@ from pathlib import Path
 import pytest
 
 from pipeline.devtools import plots_template
-from tests.helpers import REPO, copy_tiny, plain_env, sh
+from tests.helpers import CHROMIUM, REPO, copy_tiny, headless_chromium, plain_env, sh
 
 pytestmark = [pytest.mark.slow]
 DVC = str(Path(sys.executable).parent / "dvc")
 
 
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 def rendered_dom(page: Path) -> str:
     """The page's DOM after its scripts ran, with every network request refused."""
     proc = subprocess.run(
-        [
-            chromium(),
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
+        headless_chromium(
+            page.parent / "profile",
             "--proxy-server=127.0.0.1:9",  # nothing listens: any CDN request fails
             "--virtual-time-budget=15000",
             "--dump-dom",
             page.as_uri(),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=180,
@@ -55,7 +45,7 @@ def page_plots(root: Path, out: Path) -> tuple[str, int]:
     return rendered_dom(out / "index.html"), len(re.findall(r"vegaEmbed\('#", html))
 
 
-@pytest.mark.skipif(chromium() is None, reason="needs headless Chromium (apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (apt-get install chromium)")
 @pytest.mark.skipif(
     not plots_template.template_path(REPO).is_file(),
     reason="no tools/vega/dvc_plots.html: run `make setup` with npm available",

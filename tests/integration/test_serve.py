@@ -15,7 +15,6 @@ import io
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,11 +29,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.helpers import REPO, free_port, glyph_mask, paint, png_header
+from tests.helpers import (
+    CHROMIUM,
+    REPO,
+    free_port,
+    glyph_mask,
+    headless_chromium,
+    paint,
+    png_header,
+)
 
 PRESET = "demo"
 NAME = f"{PRESET}-serving"
-CHROMIUM = shutil.which("chromium")
 # Pen strokes in a 280x280 pad (the page's canvas), as lists of points.
 STROKES = {
     1: [[[150, 40], [148, 120], [146, 240]]],
@@ -302,19 +308,9 @@ def test_page_in_headless_chromium_reads_a_drawn_1_and_7(server, tmp_path):
     for digit, strokes in STROKES.items():
         address = f"{server['url']}/#draw=" + urllib.parse.quote(json.dumps(strokes))
         out = subprocess.run(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                f"--user-data-dir={tmp_path / f'profile{digit}'}",
-                "--virtual-time-budget=20000",
-                "--dump-dom",
-                address,
-            ],
+            headless_chromium(
+                tmp_path / f"profile{digit}", "--virtual-time-budget=20000", "--dump-dom", address
+            ),
             capture_output=True,
             text=True,
             timeout=120,
