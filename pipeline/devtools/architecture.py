@@ -1,9 +1,10 @@
 """The generated layout of docs/architecture.md: ``python -m pipeline.devtools.architecture``.
 
 Writes, between ``<!-- architecture:begin layout -->`` and ``<!-- architecture:end layout -->``,
-every package and module of ``pipeline/`` with its line count and the first sentence of its
-docstring, which packages each package imports, which modules import mlflow and TensorFlow,
-and each stage's deps as dvc.yaml lists them. The text around the markers is kept.
+every package and module of ``pipeline/`` with the first sentence of its docstring (no line
+counts: the layout goes stale when the structure changes, not on every edit), which packages
+each package imports, which modules import mlflow and TensorFlow, and each stage's deps as
+dvc.yaml lists them. The text around the markers is kept.
 ``--check`` writes nothing and exits 1 when the file differs from what would be written
 (tests/unit/devtools/test_docs.py runs the same comparison).
 """
@@ -75,7 +76,6 @@ def modules_table(root: Path) -> tuple[str, dict[str, set[str]], dict[str, list[
     TensorFlow (by label)."""
     files = _modules(root)
     trees = {f: ast.parse(f.read_text(), filename=str(f)) for f in files}
-    lines = {f: len(f.read_text().splitlines()) for f in files}
     units = {_unit(f, root) for f in files}
     uses: dict[str, set[str]] = {u: set() for u in units}
     heavy: dict[str, list[str]] = {label: [] for label in _HEAVY.values()}
@@ -85,14 +85,13 @@ def modules_table(root: Path) -> tuple[str, dict[str, set[str]], dict[str, list[
         tops = {n.split(".")[0] for n in names}
         for label in dict.fromkeys(_HEAVY[t] for t in sorted(tops) if t in _HEAVY):
             heavy[label].append(str(f.relative_to(root)))
-    rows = ["| path | lines | what it is |", "| --- | ---: | --- |"]
+    rows = ["| path | what it is |", "| --- | --- |"]
     for f in files:
         what = summary(ast.get_docstring(trees[f]))
-        if f.name == "__init__.py":  # the package: its docstring, the lines of all its files
-            total = sum(n for g, n in lines.items() if g.is_relative_to(f.parent))
-            rows.append(f"| `{f.parent.relative_to(root)}/` | {total} | {what} |")
+        if f.name == "__init__.py":  # the package, by its docstring
+            rows.append(f"| `{f.parent.relative_to(root)}/` | {what} |")
         else:
-            rows.append(f"| `{f.relative_to(root)}` | {lines[f]} | {what} |")
+            rows.append(f"| `{f.relative_to(root)}` | {what} |")
     uses.pop("__init__.py", None)
     for u in uses:
         uses[u].discard(u)
@@ -141,7 +140,7 @@ def layout(root: Path = config.ROOT) -> str:
         "",
         "### Modules",
         "",
-        "Lines and the first sentence of each docstring.",
+        "The first sentence of each docstring (line counts: `wc -l`).",
         "",
         modules,
         "",
