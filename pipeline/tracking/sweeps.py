@@ -139,9 +139,9 @@ class ChildRuns(Callback):
         }
         for k, v in metrics.items():
             self._call(self.client.log_metric, rid, k, v, step=step)
-        if "node_id" in result and step <= 1:
-            self._call(self.client.set_tag, rid, "node_id", result["node_id"])
-            self._call(self.client.set_tag, rid, "trial_seed", str(result.get("trial_seed")))
+        if "node_id" in result and step <= 1:  # where the trial (or its retry) runs
+            for tag in ("node_id", "pid", "trial_seed"):
+                self._call(self.client.set_tag, rid, tag, str(result.get(tag)))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._call(self.client.set_tag, self._run(trial), "retried", "true")
