@@ -24,7 +24,7 @@ export PYTHONHASHSEED := 0
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
 .PHONY: bench bench-keras bench-sweep sweep benchmarks compare help setup repro test test-fast lint actionlint format ui clean \
-	verify-repro verify-metrics server server-stop \
+	verify-repro verify-metrics server server-user server-stop \
 	serve serve-stop bench-serve
 
 help: ## List every target with its description
@@ -85,6 +85,9 @@ ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:$(PORT) (make 
 
 server: setup ## Start the team tracking server: MLflow on PostgreSQL at http://127.0.0.1:5001
 	$(BIN)/python -m pipeline.server.cli start
+
+server-user: setup ## Add a user to the team server (password printed once): make server-user NAME=<name> [ROLE=read|edit]
+	$(BIN)/python -m pipeline.server.cli user "$(NAME)" --role "$(or $(ROLE),read)"
 
 server-stop: ## Stop the tracking server and its PostgreSQL (by their pid files)
 	@test -x $(BIN)/python || { echo "no .venv: nothing was started"; exit 0; }

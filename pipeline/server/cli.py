@@ -15,6 +15,17 @@ Artifacts go through the server (``--artifacts-destination``: ``.mlflow-server/a
 or ``MLFLOW_ARTIFACTS_DESTINATION``, e.g. an S3 bucket), so clients need no bucket
 credentials: a client only needs ``MLFLOW_TRACKING_URI=http://127.0.0.1:5001``.
 
+Authentication is MLflow's own (``mlflow server --app-name basic-auth --enable-workspaces``):
+the first start writes ``admin-password`` (the ``admin`` user's), ``flask-secret`` and
+``basic_auth.ini`` beside ``pgpass`` (mode 600); users live in ``basic_auth.db`` there. Anonymous
+requests get 401 (``/health`` excepted). Two roles: ``readers`` (read experiments and models)
+and ``editors`` (also create experiments, log runs, register versions, move aliases)::
+
+    python -m pipeline.server.cli user NAME [--role read|edit] [--password PW]  # make server-user
+
+prints the new user's password once. Clients pass ``MLFLOW_TRACKING_USERNAME`` and
+``MLFLOW_TRACKING_PASSWORD`` (or ``~/.mlflow/credentials``); MLflow's client reads them.
+
 ``start`` returns once the server answers ``/health``, prints the tracking URI and writes
 pid files; ``stop`` stops both processes by those pids. Failures print one line and exit 1.
 """
@@ -22,6 +33,8 @@ pid files; ``stop`` stops both processes by those pids. Failures print one line 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import glob
 import json
 import os
@@ -34,18 +47,33 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core import config
 
-HOST = "127.0.0.1"  # never another interface: the store has no authentication of its own
+HOST = "127.0.0.1"  # never another interface by default: share it through a tunnel
 PORT = 5001
 PG_PORT = 5433  # beside a system PostgreSQL on 5432
 PG_ROLE = "mlflow"
 PG_DATABASE = "mlflow"
 PG_SYSTEM_USER = "postgres"  # runs the cluster when this runs as root (from the Debian package)
+ADMIN = "admin"
+WORKSPACE = "default"  # the workspace of every experiment and model (--enable-workspaces)
+# role name -> (description, [(resource type, permission)]) on every resource ("*")
+ROLES = {
+    "readers": (
+        "read experiments and models",
+        [("experiment", "READ"), ("registered_model", "READ")],
+    ),
+    "editors": (
+        "log runs, register models, move aliases",
+        [("workspace", "USE"), ("experiment", "EDIT"), ("registered_model", "EDIT")],
+    ),
+}
+ROLE_OF = {"read": "readers", "edit": "editors"}
 
 
 class ServerError(RuntimeError):
@@ -157,6 +185,14 @@ class Server:
     @property
     def uri(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.state / "admin-password"
+
+    @property
+    def auth_config(self) -> Path:
+        return self.state / "basic_auth.ini"
 
     def artifacts_destination(self) -> str:
         return os.environ.get("MLFLOW_ARTIFACTS_DESTINATION") or str(self.state / "artifacts")
@@ -288,6 +324,96 @@ class Server:
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return False
 
+    # ------------------------------------------------------------------ authentication
+
+    def _secret(self, path: Path, make) -> str:
+        """The secret kept in ``path`` (mode 600), made by ``make()`` the first time."""
+        if not path.is_file():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(make() + "\n")
+        path.chmod(0o600)
+        return path.read_text().strip()
+
+    def auth_env(self) -> dict[str, str]:
+        """The environment of ``mlflow server --app-name basic-auth``; the secrets (mode 600
+        beside ``pgpass``) are made at first start, the auth config is written each start."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        admin = self._secret(self.admin_password_file, lambda: secrets.token_urlsafe(24))
+        flask = self._secret(self.state / "flask-secret", lambda: secrets.token_hex(32))
+        db = (self.state / "basic_auth.db").resolve()
+        fd = os.open(self.auth_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:  # admin_password creates the admin once (empty db)
+            out.write(
+                f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{db}\n"
+                f"admin_username = {ADMIN}\nadmin_password = {admin}\n"
+                "grant_default_workspace_access = false\n"
+            )
+        self.auth_config.chmod(0o600)
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.auth_config),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": flask,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job runner: 2 processes, not 9
+        }
+
+    def api(self, method: str, endpoint: str, body: dict | None = None, user=None, query=None):
+        """One call of the server's REST API as ``user`` ((name, password); default admin)."""
+        name, password = user or (ADMIN, self.admin_password_file.read_text().strip())
+        url = f"{self.uri}/api/{endpoint}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        token = base64.b64encode(f"{name}:{password}".encode()).decode()
+        headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace").strip()
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                text = json.loads(text)["message"]
+            first = (text.splitlines() or [""])[0][:200]
+            raise ServerError(f"{method} {endpoint}: HTTP {exc.code}: {first}") from None
+
+    def ensure_roles(self) -> dict[str, int]:
+        """The ``readers`` and ``editors`` roles (created when missing): name -> id."""
+        listed = self.api("GET", "3.0/mlflow/roles/list", query={"workspace": WORKSPACE})
+        have = {r["name"]: int(r["id"]) for r in listed.get("roles", [])}
+        for name, (description, grants) in ROLES.items():
+            if name in have:
+                continue
+            body = {"workspace": WORKSPACE, "name": name, "description": description}
+            role_id = int(self.api("POST", "3.0/mlflow/roles/create", body)["role"]["id"])
+            for resource, permission in grants:
+                grant = {"role_id": role_id, "resource_type": resource}
+                grant |= {"resource_pattern": "*", "permission": permission}
+                self.api("POST", "3.0/mlflow/roles/permissions/add", grant)
+            have[name] = role_id
+        return have
+
+    def add_user(self, name: str, role: str, password: str | None = None) -> str:
+        """Create user ``name`` with role ``read`` or ``edit``; the password (generated when
+        not given: 32 characters)."""
+        if role not in ROLE_OF:
+            raise ServerError(f"role {role!r}: choose read or edit")
+        if not (self.mlflow_pid() and self.health()):
+            raise ServerError(f"no MLflow server of {self.state} runs: `make server` first")
+        password = password or secrets.token_urlsafe(24)
+        if len(password) < 12:
+            raise ServerError("the password must have at least 12 characters (MLflow's rule)")
+        roles = self.ensure_roles()
+        try:
+            self.api("POST", "2.0/mlflow/users/create", {"username": name, "password": password})
+        except ServerError as exc:
+            if "already exists" in str(exc):
+                raise ServerError(f"user {name!r} already exists on {self.uri}") from None
+            raise
+        self.api(
+            "POST", "3.0/mlflow/roles/assign", {"username": name, "role_id": roles[ROLE_OF[role]]}
+        )
+        return password
+
     def mlflow_pid(self) -> int | None:
         pid = read_pid(self.mlflow_pid_file)
         return pid if alive(pid) else None
@@ -304,10 +430,11 @@ class Server:
         self.state.mkdir(parents=True, exist_ok=True)
         mlflow_bin = Path(sys.executable).parent / "mlflow"
         cmd = [str(mlflow_bin), "server", "--host", HOST, "--port", str(self.port)]
+        cmd += ["--app-name", "basic-auth", "--enable-workspaces"]
         cmd += ["--workers", str(self.workers)]
         cmd += ["--artifacts-destination", self.artifacts_destination()]
         # The backend URI holds the password: through the environment, not the command line.
-        env = os.environ | {"MLFLOW_BACKEND_STORE_URI": self.backend_uri()}
+        env = os.environ | {"MLFLOW_BACKEND_STORE_URI": self.backend_uri()} | self.auth_env()
         env["PATH"] = os.pathsep.join([str(mlflow_bin.parent), env.get("PATH", "")])
         with self.mlflow_log.open("ab") as log:
             proc = subprocess.Popen(
@@ -330,6 +457,8 @@ class Server:
                 self.stop_mlflow()
                 raise ServerError(f"mlflow server did not answer {self.uri}/health in {wait:.0f} s")
             time.sleep(0.5)
+        self.ensure_roles()
+        (self.state / "basic_auth.db").chmod(0o600)  # password hashes
         return proc.pid
 
     def stop_mlflow(self, wait: float = 30.0) -> bool:
@@ -376,6 +505,8 @@ class Server:
         print(f"MLflow tracking server: {self.uri} (backend: {backend}, ", end="")
         print(f"artifacts: {self.artifacts_destination()}, log: {self.mlflow_log})")
         print(f"point clients at it: export MLFLOW_TRACKING_URI={self.uri}")
+        print("add users: make server-user NAME=<name> ROLE=edit|read ", end="")
+        print(f"(admin's password: {self.admin_password_file})")
 
     def stop(self) -> None:
         stopped = [name for name, ok in (("mlflow server", self.stop_mlflow()),) if ok]
@@ -396,7 +527,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pipeline.server.cli",
         description="The team's MLflow tracking server (PostgreSQL backend, proxied artifacts).",
     )
-    ap.add_argument("action", choices=["start", "stop", "status"])
+    ap.add_argument("action", choices=["start", "stop", "status", "user"])
+    ap.add_argument("name", nargs="?", help="user: the new user's name")
+    ap.add_argument("--role", default="read", help="user: read (the default) or edit")
+    ap.add_argument("--password", default=None, help="user: default: generated and printed")
     ap.add_argument("--port", type=int, default=PORT, help=f"server port (default {PORT})")
     ap.add_argument(
         "--pg-port", type=int, default=PG_PORT, help=f"PostgreSQL port (default {PG_PORT})"
@@ -411,6 +545,13 @@ def main(argv: list[str] | None = None) -> int:
             server.start()
         elif args.action == "stop":
             server.stop()
+        elif args.action == "user":
+            if not args.name:
+                raise ServerError("user: give the new user's name (make server-user NAME=...)")
+            password = server.add_user(args.name, args.role, args.password)
+            print(f"user {args.name} ({args.role}) created on {server.uri}; its password "
+                  "(shown once):")  # fmt: skip
+            print(password)
         else:
             return server.status()
     except (ServerError, OSError) as exc:  # OSError: a program or folder that is missing

@@ -149,18 +149,38 @@ def _unreachable(exc: BaseException) -> str | None:
     return None
 
 
+def _refused(exc: BaseException) -> str | None:
+    """Why the server refused the request (401: no or wrong credentials, 403: the user may
+    not do this); None for any other failure."""
+    text = str(exc)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "the user of ~/.mlflow/credentials"
+    if "error code 401" in text:
+        return (
+            "refused the request (401, not authenticated): set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials (`make server-user` adds users)"
+        )
+    if "error code 403" in text:
+        endpoint = text.split("endpoint ", 1)[-1].split(" ", 1)[0]
+        return f"refused {endpoint} to {user} (403, permission denied: a read-only user?)"
+    return None
+
+
 @contextmanager
 def reachable() -> Iterator[None]:
-    """Turn "the tracking server does not answer" into one TrackingError line naming it."""
+    """Turn "the tracking server does not answer" or "refuses these credentials" into one
+    TrackingError line naming it."""
     try:
         yield
     except TrackingError:
         raise
     except Exception as exc:
+        uri = mlflow.get_tracking_uri()
+        refused = _refused(exc) if is_server(uri) else None
+        if refused:
+            raise TrackingError(f"MLflow tracking server {uri} {refused}") from None
         why = _unreachable(exc)
         if why is None:
             raise
-        uri = mlflow.get_tracking_uri()
         raise TrackingError(f"MLflow tracking server {uri} is unreachable ({why})") from None
 
 

@@ -12,6 +12,7 @@ Without PostgreSQL (and no root to install it) these tests skip, saying why.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -38,24 +40,42 @@ BIN = Path(sys.executable).parent
 
 
 class Rest:
-    """The server's REST API (what `mlflow ui` and every client read)."""
+    """The server's REST API (what `mlflow ui` and every client read), as ``user``
+    ((name, password); None: anonymous)."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, user: tuple[str, str] | None = None):
         self.uri = uri
+        self.headers = {}
+        if user:
+            token = base64.b64encode(":".join(user).encode()).decode()
+            self.headers["Authorization"] = f"Basic {token}"
 
     def get(self, endpoint: str, **query) -> dict:
         url = f"{self.uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=30) as resp:
+        req = urllib.request.Request(url, headers=self.headers)
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"{}")
 
     def post(self, endpoint: str, body: dict) -> dict:
         req = urllib.request.Request(
             f"{self.uri}/api/2.0/mlflow/{endpoint}",
             data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **self.headers},
         )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"{}")
+
+    def status(self, method: str, endpoint: str, body: dict | None = None) -> int:
+        """The HTTP status of one call (no exception on 4xx)."""
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json", **self.headers}
+        url = f"{self.uri}/api/2.0/mlflow/{endpoint}"
+        req = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
 
     def experiment_id(self) -> str:
         return self.get("experiments/get-by-name", experiment_name="mnist")["experiment"][
@@ -72,7 +92,7 @@ class Rest:
 
     def artifact_bytes(self, run_id: str, path: str) -> bytes:
         url = f"{self.uri}/get-artifact?{urllib.parse.urlencode({'run_id': run_id, 'path': path})}"
-        with urllib.request.urlopen(url, timeout=30) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=self.headers)) as resp:
             return resp.read()
 
     def versions(self, name: str) -> list[dict]:
@@ -105,6 +125,9 @@ def server():
     try:
         srv.start_postgres()
         srv.start_mlflow()
+        # what `make server-user` does: CI's own user logs; a reader may only read
+        srv.ci = ("ci", srv.add_user("ci", "edit"))
+        srv.reader = ("reader", srv.add_user("reader", "read", "a-reader-password"))
         yield srv
     finally:
         srv.stop_mlflow()
@@ -141,7 +164,8 @@ def project(tmp_path_factory):
 @pytest.fixture(scope="module")
 def on_server(server, project):
     """The whole pipeline of the project (fetch to plot) run against the server."""
-    env = plain_env(MLFLOW_TRACKING_URI=server.uri)
+    env = plain_env(MLFLOW_TRACKING_URI=server.uri, MLFLOW_TRACKING_USERNAME=server.ci[0])
+    env["MLFLOW_TRACKING_PASSWORD"] = server.ci[1]
     out = sh([str(BIN / "dvc"), "repro"], project, env)
     return project, env, out.stdout + out.stderr
 
@@ -175,7 +199,7 @@ def test_runs_land_on_the_server_in_postgresql(server, on_server):
     import psycopg
 
     root, _, out = on_server
-    rest = Rest(server.uri)
+    rest = Rest(server.uri, server.ci)
     runs = [r for r in rest.runs() if tags(r["data"]).get("preset") == MODEL]
     assert len(runs) == 1, out
     run = runs[0]
@@ -211,7 +235,7 @@ def test_runs_land_on_the_server_in_postgresql(server, on_server):
 
 def test_registry_version_and_champion_on_the_server(server, on_server):
     root, _, out = on_server
-    rest = Rest(server.uri)
+    rest = Rest(server.uri, server.ci)
     versions = rest.versions(MODEL)
     assert len(versions) == 1
     champion = rest.champion(MODEL)
@@ -225,6 +249,27 @@ def test_registry_version_and_champion_on_the_server(server, on_server):
     assert f"plot: {MODEL}: champion -> v1" in out  # the decision, one line
 
 
+def test_anonymous_401_and_a_reader_cannot_write(server, on_server):
+    """basic-auth: no credentials, no access; a read-only user reads but cannot create
+    experiments, log runs or move the champion alias (a 403 each)."""
+    anonymous, reader = Rest(server.uri), Rest(server.uri, server.reader)
+    assert anonymous.status("GET", "experiments/search?max_results=3") == 401
+    assert anonymous.status("POST", "experiments/create", {"name": "anon"}) == 401
+    exp_id = reader.experiment_id()  # reading works
+    assert reader.champion(MODEL)["version"] == "1"
+    assert reader.status("POST", "experiments/create", {"name": "mine"}) == 403
+    assert reader.status("POST", "runs/create", {"experiment_id": exp_id}) == 403
+    alias = {"name": MODEL, "alias": "champion", "version": "1"}
+    assert reader.status("POST", "registered-models/alias", alias) == 403
+    # a stage without credentials fails in one line saying what to set
+    env = plain_env(MLFLOW_TRACKING_URI=server.uri)
+    code = "from pipeline import tracking; tracking.setup('mnist')"
+    proc = subprocess.run([str(BIN / "python"), "-c", code], cwd=on_server[0], env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert "(401, not authenticated): set MLFLOW_TRACKING_USERNAME" in proc.stderr
+    assert oct(server.admin_password_file.stat().st_mode & 0o777) == "0o600"
+
+
 def test_champion_predicts_through_the_server(server, on_server, pictures):
     root, env, _ = on_server
     items = predict(root, env, f"models:/{MODEL}@champion", pictures)
@@ -234,7 +279,7 @@ def test_champion_predicts_through_the_server(server, on_server, pictures):
 
 
 def test_postgresql_restart_loses_no_run(server, on_server):
-    rest = Rest(server.uri)
+    rest = Rest(server.uri, server.ci)
     before = {r["info"]["run_id"]: run_data(r, "metrics") for r in rest.runs()}
     pid = server.postgres_running() and server_mod.read_pid(server.pgdata / "postmaster.pid")
     assert server.stop_postgres() and not server_mod.alive(pid)
@@ -251,7 +296,7 @@ def test_postgresql_restart_loses_no_run(server, on_server):
 
 def test_server_stopped_during_train_fails_the_stage_cleanly(server, on_server):
     root, env, _ = on_server
-    rest = Rest(server.uri)
+    rest = Rest(server.uri, server.ci)
     model_dir = root / "models" / MODEL
     kept = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
     before = {r["info"]["run_id"] for r in rest.runs()}
@@ -303,7 +348,7 @@ def test_two_queued_experiments_finish_on_the_server(server, on_server):
     """After the previous test stopped and restarted the server: two experiments queued and
     run by two DVC queue workers at once land there, each trained, evaluated, registered."""
     root, env, _ = on_server
-    rest = Rest(server.uri)
+    rest = Rest(server.uri, server.ci)
     before = {r["info"]["run_id"] for r in rest.runs()}
     dvc = str(root / "bin" / "dvc")  # the project's DVC: its queue workers find `dvc` too
     for lr in ("0.03", "0.04"):
