@@ -141,6 +141,13 @@ bench-sweep: setup ## An 8-trial sweep at 1 and 2 trials at a time, and Ray's ov
 benchmarks: setup ## Rewrite docs/benchmarks.md: the last make repro's figures, then runs bench and bench-keras
 	$(BIN)/python -m pipeline.devtools.benchmarks
 
-clean: ## Remove pipeline outputs (data, models, metrics, plots, reports) and caches, keep .venv and the MLflow store
-	rm -rf data/raw data/prepared models metrics plots reports .pytest_cache .ruff_cache
-	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+# Only what git does not track: metrics/*.json and the .gitignore files DVC writes stay, so
+# `dvc checkout` brings the rest back. Each removed path is named.
+CLEAN_PATHS := data/raw data/prepared models metrics plots reports .pytest_cache .ruff_cache
+clean: ## Remove untracked outputs (data, models, metrics, plots, reports) and caches, naming each; never a file git tracks
+	@git rev-parse --is-inside-work-tree >/dev/null 2>&1 || { \
+	  echo "clean: not a git checkout: nothing removed (clean removes only what git does not track)" >&2; exit 1; }
+	@removed=$$(git clean -d -x -f -- $(CLEAN_PATHS) | sed 's/^Removing /removed /'); \
+	  echo "$${removed:-clean: no untracked outputs to remove}"
+	@n=$$(find . -name __pycache__ -not -path './.venv/*' -prune -print -exec rm -rf {} + | wc -l); \
+	  if [ "$$n" -gt 0 ]; then echo "removed $$n __pycache__ folder(s)"; fi
