@@ -79,3 +79,18 @@ def get(family: str) -> ModelFamily:
         known = ", ".join(FAMILIES)
         raise ValueError(f"unknown model family {family!r} (known: {known})") from None
     return cast(ModelFamily, importlib.import_module(name))
+
+
+def load_verified(uri: str) -> tuple[ModelFamily, Any]:
+    """For scripts: the logged model at ``uri`` (``runs:/<run>/<preset>``,
+    ``models:/<preset>@champion``, ``models:/<preset>/<version>``) as ``(family, model)``,
+    after every file of it matched the sha256 recorded at logging, loaded from its
+    pickle-free file (nothing of the model folder runs, unlike ``mlflow.pyfunc.load_model``).
+    ``family.predict_proba(model, x)`` gives class probabilities of (N, 28, 28, 1) images.
+    Raises ``tracking.ModelTampered`` (a file differs, naming it) and
+    ``tracking.PickleRefused`` (not the project's format)."""
+    from pipeline import tracking  # mlflow: imported only by a caller that loads a model
+
+    found = tracking.verified_model_file(uri)
+    family = get("keras" if found.format == "keras" else "scratch")
+    return family, family.load_file(found.path)

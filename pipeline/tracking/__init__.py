@@ -21,9 +21,9 @@ from pipeline.tracking.digests import ModelTampered
 from pipeline.tracking.loading import (
     PickleRefused,
     load_pyfunc,
-    load_verified,
     local_model_folder,
     safe_model_file,
+    verified_model_file,
 )
 from pipeline.tracking.lookup import (
     RunLookupError,
@@ -73,7 +73,6 @@ __all__ = [
     "git_status",
     "load_pyfunc",
     "load_run_id",
-    "load_verified",
     "local_model_folder",
     "log_artifact",
     "log_artifact_to_run",
@@ -104,5 +103,6 @@ __all__ = [
     "tag_test_accuracy",
     "tracking_uri",
     "training_run",
+    "verified_model_file",
     "with_retry",
 ]

@@ -48,20 +48,16 @@ def local_model_folder(uri: str) -> Path:
     return folder
 
 
-def load_verified(uri: str):
-    """For scripts: the model at ``uri`` (``runs:/<run>/<preset>``, ``models:/<preset>@champion``,
-    ``models:/<preset>/<version>``) as ``(family, model)``, after every file of it matched
-    the sha256 recorded at logging, loaded from its pickle-free file (nothing of the model
-    folder runs). ``family.predict_proba(model, x)`` gives class probabilities. Raises
-    ModelTampered (a file differs, naming it), PickleRefused (not the project's format)."""
-    from pipeline.models import family as families
-
+def verified_model_file(uri: str) -> SafeModelFile:
+    """The pickle-free model file of the logged model at ``uri`` (``runs:/<run>/<preset>``,
+    ``models:/<preset>@champion``, ``models:/<preset>/<version>``), after every file of it
+    matched the sha256 recorded at logging. Raises ModelTampered (no digests recorded, or a
+    file differs, naming it) and PickleRefused (not the project's format).
+    ``pipeline.models.family.load_verified`` loads it."""
     mlflow.set_tracking_uri(tracking_uri())
     if Path(uri).is_dir() or digests.expected(uri) is None:
         raise digests.ModelTampered(f"{uri}: no sha256 digests recorded for it: not verified")
-    found = safe_model_file(local_model_folder(uri), uri)
-    family = families.get("keras" if found.format == "keras" else "scratch")
-    return family, family.load_file(found.path)
+    return safe_model_file(local_model_folder(uri), uri)
 
 
 def _inside(folder: Path, rel: str) -> Path | None:

@@ -1,7 +1,7 @@
 """The servable model of each preset, and the MLflow side of ``python -m pipeline.serve``.
 
 train@<preset> logs, beside the model itself, a pyfunc that does the whole inference from
-picture files (serving_model.py: decode, ``pipeline.predict.preprocess.to_mnist``, the
+picture files (pipeline/serve/flavor.py: decode, ``pipeline.predict.preprocess.to_mnist``, the
 network, the class map) and registers it as ``<preset>-serving``; ``promote`` moves
 ``<preset>-serving@champion`` to the version of the same training run whenever
 ``<preset>@champion`` moves. It is a registered model of its own, not a second flavour of
@@ -33,7 +33,9 @@ from pipeline.tracking.store import reachable, tracking_uri, with_retry
 
 SUFFIX = "-serving"
 ALIAS = "champion"
-CODE_FILE = Path(__file__).with_name("serving_model.py")
+# The pyfunc's code: a path handed to MLflow (models-from-code), not an import, so tracking/
+# does not depend on the serve/, predict/ and models/ code that file uses.
+CODE_FILE = Path(__file__).resolve().parents[1] / "serve" / "flavor.py"
 ARTIFACT = "serving"  # the logged model's name in its run: runs:/<run id>/serving
 MODEL_FILES = ("model.keras", "model.npz")
 log = logging.getLogger(__name__)
@@ -170,7 +172,7 @@ def champion_version(name: str) -> str:
 def load_serving(name: str, version: str):
     """Version ``version`` of serving model ``name`` as a pyfunc, its files checked by
     ``loading.local_model_folder`` against the digests recorded at logging. Loading it runs the
-    model's logged code file, so that file must be this checkout's serving_model.py byte for
+    model's logged code file, so that file must be this checkout's serve/flavor.py byte for
     byte (nothing else of the artifact runs: its ``code/pipeline`` is shadowed by the
     imported package); the network loads from its pickle-free file."""
     uri = f"models:/{name}/{version}"

@@ -1,4 +1,4 @@
-"""The serving pyfunc (pipeline/tracking/serving_model.py) and the app's error handling,
+"""The serving pyfunc (pipeline/serve/flavor.py) and the app's error handling,
 in-process and fast: a scratch (NumPy) network, no server, no TensorFlow."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def png(digit: int = 2, size: int = 200) -> bytes:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from pipeline.tracking import serving_model
+    from pipeline.serve import flavor as serving_model
 
     folder = tmp_path_factory.mktemp("serving")
     arch = TypeAdapter(tuple[LayerSpec, ...]).validate_python(ARCH)
@@ -95,7 +95,7 @@ def test_pyfunc_answers_like_predict_json(model):
     ],
 )
 def test_pyfunc_refuses_bad_pictures_in_one_line(model, frame, message):
-    from pipeline.tracking.serving_model import PictureError
+    from pipeline.serve.flavor import PictureError
 
     with pytest.raises(PictureError, match=message) as info:
         model.predict(None, frame)

@@ -1,6 +1,6 @@
 """Model files that cannot be swapped (#28): the sha256 of every file of a logged model is
 recorded on the run, the logged model and the registered version; the project's loaders
-(``tracking.load_verified`` and ``python -m pipeline.predict``) refuse a model whose weights
+(``models.family.load_verified`` and ``python -m pipeline.predict``) refuse a model whose weights
 or logged code were changed afterwards, in one line naming the file."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from PIL import Image
 
 from pipeline import tracking
 from pipeline.core.params import ConvSpec, DenseSpec, FlattenSpec
+from pipeline.models import family as families
 from pipeline.models.numpy_cnn import family
 from pipeline.models.numpy_cnn.network import Network
 from tests.helpers import REPO, plain_env
@@ -57,7 +58,7 @@ def test_digests_are_on_the_run_and_the_version(logged, monkeypatch):
     assert any(k.startswith("code/pipeline/") for k in recorded)
     assert any(k.endswith("model.npz") for k in recorded)
     for ref in (f"runs:/{run_id}/tiny", f"models:/tiny/{version}"):
-        fam, model = tracking.load_verified(ref)
+        fam, model = families.load_verified(ref)
         assert fam.predict_proba(model, np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 3)
 
 
@@ -88,7 +89,7 @@ def test_a_changed_file_is_refused_by_predict_and_load_verified(logged, monkeypa
         rel = suffix if suffix.startswith("code/") else "model.npz"
         for ref in (f"runs:/{run_id}/tiny", f"models:/tiny/{version}"):
             with pytest.raises(tracking.ModelTampered, match=f"{rel} differs from the sha256"):
-                tracking.load_verified(ref)
+                families.load_verified(ref)
         proc = _predict(uri, run_id, picture)
         assert proc.returncode != 0
         lines = proc.stderr.strip().splitlines()
@@ -107,6 +108,6 @@ def test_a_planted_file_is_refused(logged, monkeypatch):
     planted.write_bytes(b"not a pickle")
     try:
         with pytest.raises(tracking.ModelTampered, match="was added after logging"):
-            tracking.load_verified(f"runs:/{run_id}/tiny")
+            families.load_verified(f"runs:/{run_id}/tiny")
     finally:
         planted.unlink()

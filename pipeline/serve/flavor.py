@@ -1,7 +1,12 @@
-"""The serving pyfunc of a preset, logged as models-from-code (pipeline/tracking/serving.py).
+"""The serving flavor: the pyfunc of ``<preset>-serving``, logged as models-from-code by
+``pipeline.tracking.serving.log_serving_model`` (train@ calls it).
 
-MLflow runs this file itself when it loads the model; nothing imports it and no pickle of
-the class is written. It takes raw pictures and does all of the inference:
+MLflow runs this file itself when it loads the model; nothing of the package imports it and
+no pickle of the class is written. Like the two model flavors (models/keras/flavor.py,
+models/numpy_cnn/flavor.py) it is model code that MLflow runs, so it imports mlflow itself;
+it lives here, above models/, predict/ and tracking/, because it uses all three.
+
+It takes raw pictures and does all of the inference:
 column ``image`` (the bytes of PNG/JPEG files; base64 text in JSON) -> per picture ``digit``,
 ``probability`` and ``probabilities`` (digit -> probability), the fields of
 ``python -m pipeline.predict --json``, through ``pipeline.predict.preprocess`` (the one
