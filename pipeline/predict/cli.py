@@ -223,19 +223,43 @@ def load_model(spec: str, trust_pickle: bool = False) -> LoadedModel:
 # --------------------------------------------------------------------------- files
 
 
+def _walk(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files under ``folder`` (sorted; hidden files and links to folders skipped),
+    and the (path, message) of each subfolder it could not list and each link it could not
+    follow (a loop, a missing target)."""
+    files: list[Path] = []
+    errors: list[tuple[Path, str]] = []
+
+    def unreadable(exc: OSError) -> None:
+        errors.append((Path(exc.filename or folder), exc.strerror or str(exc)))
+
+    for top, _dirs, names in os.walk(folder, onerror=unreadable):
+        for name in names:
+            f = Path(top) / name
+            if name.startswith("."):
+                continue
+            try:
+                f.stat()  # follows links: ELOOP, ENOENT
+            except OSError as exc:
+                what = "link" if f.is_symlink() else "file"
+                errors.append((f, f"cannot read this {what}: {exc.strerror or exc}"))
+                continue
+            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                files.append(f)
+    return sorted(files), sorted(errors)
+
+
 def collect(args: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files to read: files as given, folders walked (sorted) for image suffixes.
-    Returns the files and the (path, message) of arguments that yield none."""
+    Returns the files and the (path, message) of arguments that yield none and of files,
+    links or subfolders in a folder that could not be read."""
     files: list[Path] = []
     errors: list[tuple[Path, str]] = []
     for arg in args:
         p = Path(arg)
         if p.is_dir():
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not f.name.startswith(".")
-            )
+            found, unread = _walk(p)
+            errors.extend(unread)
             if not found:
                 errors.append((p, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder"))
             files.extend(found)
