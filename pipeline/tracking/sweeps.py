@@ -124,6 +124,14 @@ class ChildRuns(Callback):
                 self._call(self.client.log_param, run.info.run_id, k, v)
         return self.runs[tid]
 
+    def setup(self, **info):
+        """At the start of ``fit()``, also after ``Tuner.restore``: the progress count goes
+        on from the trials that already ended."""
+        kids = self._call(
+            self.client.search_runs, [self.experiment_id], filter_string=_of_parent(self.parent_id)
+        )
+        self.done = sum(k.info.status in ("FINISHED", "FAILED") for k in kids)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self._run(trial)
 

@@ -201,6 +201,7 @@ def test_interrupt_then_resume(tmp_path):
             assert k.info.end_time == done[k.info.run_id].info.end_time
             assert k.data.tags["pid"] == done[k.info.run_id].data.tags["pid"]
     assert len(re.findall(r"\] trial \d+ +FINISHED", out.stdout)) == 4 - len(done)  # rerun ones
+    assert f"[{len(done) + 1}/4] trial" in out.stdout  # the count goes on
     assert best_json(root)["trials"] == 4
 
 
