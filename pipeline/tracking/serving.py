@@ -26,6 +26,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Map
 
+from pipeline.core import numenv
 from pipeline.core.io import file_digest
 from pipeline.tracking import digests, loading
 from pipeline.tracking.models import PACKAGE_DIR
@@ -78,8 +79,8 @@ def example_png(size: int = 200) -> bytes:
 
 def log_serving_model(preset: str, model_dir: Path, classes) -> str:
     """Log the serving pyfunc of the model saved in ``model_dir`` to the active run and
-    register it as a new version of ``<preset>-serving``, tagged with the preset and the
-    run; returns the version."""
+    register it as a new version of ``<preset>-serving``, tagged with the preset, the run
+    and the numeric environment (``env.*``); returns the version."""
     model_file = next((model_dir / f for f in MODEL_FILES if (model_dir / f).is_file()), None)
     if model_file is None:
         raise ServingError(f"{model_dir}: no {' or '.join(MODEL_FILES)} to serve")
@@ -101,6 +102,7 @@ def log_serving_model(preset: str, model_dir: Path, classes) -> str:
         )
     run = mlflow.active_run()
     tags = {"preset": preset, "run_id": run.info.run_id if run else ""}
+    tags |= numenv.as_tags(numenv.probe())  # like the preset's version (registry.register_model)
     tags |= digests.record(info)  # the sha256 of every file, checked by local_model_folder
     with reachable():
         mv = with_retry(

@@ -30,3 +30,31 @@ def test_training_run_and_registry_version_carry_the_environment(tmp_path, monke
         assert {k: tags.get(k) for k in expected} == expected
         assert numenv.from_tags(tags)["fingerprint"] == expected["env.fingerprint"]
     assert not numenv.from_tags(tracking.run_tags("compare", root=tmp_path))
+
+
+def test_serving_version_carries_the_environment(tmp_path, monkeypatch):
+    """``<preset>-serving`` versions (logged by train@ beside the preset's) are registry
+    versions too: the same ``env.*`` tags."""
+    from pydantic import TypeAdapter
+
+    from pipeline.core.params import LayerSpec
+    from pipeline.models.numpy_cnn.network import Network
+    from pipeline.tracking import serving
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+        model_dir = tmp_path / "model"
+        model_dir.mkdir()
+        arch = [{"type": "flatten"}, {"type": "dense", "units": 3, "activation": "softmax"}]
+        layers = TypeAdapter(tuple[LayerSpec, ...]).validate_python(arch)
+        Network(layers, (28, 28, 1), seed=0).save(model_dir / "model.npz")
+        with mlflow.start_run(experiment_id=exp):
+            version = serving.log_serving_model("envmodel", model_dir, [0, 1, 2])
+        tags = mlflow.MlflowClient().get_model_version("envmodel-serving", version).tags
+    finally:
+        mlflow.set_tracking_uri(None)
+    expected = numenv.as_tags(numenv.probe())
+    assert {k: tags.get(k) for k in expected} == expected
