@@ -9,6 +9,11 @@ curves, the figures) into ``--out``: an ``index.html`` that carries its own Vega
 template `make setup` builds, see pipeline/devtools/plots_template.py) and the PNGs beside it,
 uploaded by the workflow as an artifact and linked from the summary.
 
+It also compares each model's numeric environment (``metrics/<model>.env.json``,
+pipeline/core/numenv.py) in the base with this change's: when a model's base ran on a
+different kernel path, a line at the top of the summary and of ``index.html`` names the
+fields that differ, since its metrics then move within seed noise without any change.
+
 Meant to run after a failed step too: each part that cannot be made becomes one line
 saying why, the summary is written in one piece (no half-open block), and the exit code is
 0 unless the summary itself cannot be written.
@@ -17,11 +22,14 @@ saying why, the summary is written in one piece (no half-open block), and the ex
 from __future__ import annotations
 
 import argparse
+import html
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.core import config
+from pipeline.core import config, numenv
 from pipeline.devtools import plots_template
 
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -63,8 +71,114 @@ def render_plots(base: str, out: Path, root: Path) -> tuple[bool, str]:
     return ok, text
 
 
+def _base_envs(base: str, root: Path) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """The numeric environments committed at ``base`` ({model: env}) and the files there
+    that cannot be read ({model: why}); ValueError (one markdown line) when ``base`` cannot
+    be read."""
+    proc = subprocess.run(
+        ["git", "ls-tree", "--name-only", base, "metrics/"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    envs, bad = {}, {}
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        why = lines[-1].strip() if lines else f"exit code {proc.returncode}"
+        raise ValueError(f"_`git ls-tree {base}` failed: {why}_")
+    for name in proc.stdout.split():
+        if not name.endswith(".env.json"):
+            continue
+        model = Path(name).name.removesuffix(".env.json")
+        shown = subprocess.run(
+            ["git", "show", f"{base}:{name}"], cwd=root, capture_output=True, check=False
+        )
+        try:
+            data = json.loads(shown.stdout) if shown.returncode == 0 else None
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            envs[model] = {str(k): str(v) for k, v in data.items()}
+        else:
+            bad[model] = f"`{base}:{name}` is not a numeric-environment JSON object"
+    return envs, bad
+
+
+def environment(base: str, root: Path) -> tuple[list[str], list[str]]:
+    """Base and this change's ``metrics/<model>.env.json`` compared: (warnings, section).
+
+    A warning per model whose two runs took different kernel paths (their fingerprint
+    fields differ), naming every field that differs; the section says per model what is
+    known, including models one side does not record."""
+    try:
+        base_envs, problems = _base_envs(base, root)
+    except ValueError as exc:
+        return [], [str(exc)]
+    head_envs = {}
+    for path in sorted((root / "metrics").glob("*.env.json")):
+        model = path.name.removesuffix(".env.json")
+        try:
+            head_envs[model] = numenv.read(path)
+        except ValueError as exc:
+            problems[model] = str(exc)
+    warnings, section, same = [], [], []
+    only_head, only_base = [], []
+    for model in sorted(set(base_envs) | set(head_envs) | set(problems)):
+        if model in problems:
+            section.append(f"- {model}: {problems[model]}")
+        elif model not in base_envs:
+            only_head.append(model)
+        elif model not in head_envs:
+            only_base.append(model)
+        else:
+            a, b = base_envs[model], head_envs[model]
+            diff = numenv.differences(a, b)
+            if not set(diff) & set(numenv.FINGERPRINT_FIELDS):
+                same.append(model)
+                continue
+            warnings.append(
+                f"{model}: base and this change ran on different kernel paths "
+                f"({', '.join(diff)}): differences within seed noise are expected"
+            )
+            changes = "; ".join(f"{k} {a.get(k, '–')} → {b.get(k, '–')}" for k in diff)
+            section.append(f"- {model}: different kernel path: {changes}")
+    if same:
+        section.append(
+            "- same kernel path as the base (a metric that moved, moved because of this change): "
+            + ", ".join(same)
+        )
+    if only_head:
+        section.append(
+            f"- the base records no numeric environment for {', '.join(only_head)}: "
+            "whether their kernel paths match is unknown"
+        )
+    if only_base:
+        section.append(f"- this change records no numeric environment for {', '.join(only_base)}")
+    return warnings, section or ["_no metrics/*.env.json in the base or this change_"]
+
+
+def mark_page(page: Path, warnings: list[str]) -> None:
+    """Put ``warnings`` at the top of the plots page ``page`` (after its ``<body>``)."""
+    if not warnings or not page.is_file():
+        return
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    note = (
+        '<div class="numeric-environment" style="border:2px solid #d29922;padding:0.5em 1em;'
+        'margin:1em 0;font-family:sans-serif"><strong>Numeric environment</strong>'
+        f"<ul>{items}</ul></div>"
+    )
+    text = page.read_text(encoding="utf-8")
+    body = re.search(r"<body[^>]*>", text, flags=re.IGNORECASE)
+    at = body.end() if body else 0
+    page.write_text(text[:at] + note + text[at:], encoding="utf-8")
+
+
 def summary(base: str, out: Path, root: Path) -> str:
     lines = [f"## Pipeline report (against `{base}`)", ""]
+    warnings, section = environment(base, root)
+    for warning in warnings:  # one blockquote each, at the top
+        lines += [f"> **Numeric environment:** {warning}", ""]
     lines += _table("Params", ["params", "diff", base, "--md"], root, "no params changed")
     lines += _table(
         "Metrics",
@@ -72,9 +186,11 @@ def summary(base: str, out: Path, root: Path) -> str:
         root,
         "no metric changed",
     )
+    lines += ["### Numeric environment (`metrics/<model>.env.json`)", "", *section, ""]
     ok, text = render_plots(base, out, root)
     lines += ["### Plots", ""]
     if ok:
+        mark_page(out / "index.html", warnings)
         images = sorted(p.name for p in out.rglob("*.png"))
         lines.append(
             f"Confusion matrices, per-epoch curves and {len(images)} figures of `{base}` and "
