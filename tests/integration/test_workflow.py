@@ -3,6 +3,7 @@ steps run, as written, on the tiny project in a shell that activated nothing."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -45,6 +46,37 @@ def test_workflow_triggers_on_params_code_and_pins():
     tool = (REPO / "pipeline" / "devtools" / "pr_report.py").read_text()
     for command in ('"params", "diff"', '"metrics", "diff"', '"plots", "diff"'):
         assert command in tool
+
+
+def test_commit_back_carries_the_numeric_environment(tmp_path):
+    """The push-to-main step, run as written in a clone of a scratch origin: the refreshed
+    dvc.lock, metrics/<model>.json and the runner's metrics/<model>.env.json reach origin,
+    so the next pull request's report compares its kernel path with main's."""
+    from pipeline.core import numenv
+
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    [step] = [s for s in doc["jobs"]["pipeline"]["steps"] if "git add dvc.lock" in s.get("run", "")]
+    origin, clone = tmp_path / "origin.git", tmp_path / "clone"
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    env = plain_env()
+    sh(["git", "-c", "init.defaultBranch=main", "init", "-q", "--bare", str(origin)], tmp_path, env)
+    sh(["git", "clone", "-q", str(origin), str(clone)], tmp_path, env)
+    (clone / "metrics").mkdir()
+    (clone / "dvc.lock").write_text("schema: '2.0'\n")
+    (clone / "metrics" / "dense_mlp.json").write_text('{"test_accuracy": 0.9}\n')
+    sh(["git", "add", "dvc.lock", "metrics"], clone, env)
+    sh(["git", *ident, "commit", "-qm", "main before the run"], clone, env)
+    sh(["git", "push", "-q", "-u", "origin", "HEAD:main"], clone, env)
+    (clone / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # what the run refreshed
+    (clone / "metrics" / "dense_mlp.json").write_text('{"test_accuracy": 0.91}\n')
+    written = numenv.write(clone / "metrics" / "dense_mlp.env.json")
+    sh(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], clone, env)
+    tree = sh(["git", "ls-tree", "-r", "--name-only", "main"], origin, env).stdout.split()
+    assert tree == ["dvc.lock", "metrics/dense_mlp.env.json", "metrics/dense_mlp.json"]
+    shown = sh(["git", "show", "main:metrics/dense_mlp.env.json"], origin, env).stdout
+    assert json.loads(shown) == written and written["fingerprint"]
+    log = sh(["git", "log", "-1", "--format=%s", "main"], origin, env).stdout
+    assert "[skip ci]" in log
 
 
 @pytest.mark.slow
