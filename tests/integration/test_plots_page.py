@@ -55,8 +55,11 @@ def test_every_dvc_plot_renders_offline(tiny_built, tmp_path):
     shutil.copy2(plots_template.template_path(REPO), plots_template.template_path(root))
     plots_template.configure(root)
     dom, n_plots = page_plots(root, tmp_path / "page")
-    assert n_plots == 15  # 7 confusion matrices, 7 validation curves, the accuracy bars
+    assert n_plots == 15  # the accuracy bars, then per model: accuracy per epoch, confusion
     # vega-embed draws each plot into a canvas inside its div: an offline page without the
     # libraries leaves them empty
     assert dom.count("<canvas") == n_plots, dom[:2000]
     assert dom.count('class="vega-embed') == n_plots
+    # a heading per group of dvc.yaml's top-level plots (tools/vega/template.html)
+    headings = re.findall(r'<h2 class="plot-group">([^<]+)</h2>', dom)
+    assert headings[0] == "compare" and len(headings) == 8 and "dense_mlp" in headings
