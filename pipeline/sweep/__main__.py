@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --trials must be at least 1", file=sys.stderr)
         return 2
 
+    user_env = dict(os.environ)  # for --apply: without what starting Ray sets
     from pipeline.core import params as params_mod
     from pipeline.sweep import run
     from pipeline.tracking import TrackingError
@@ -37,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         f"MLflow parent run {best['parent_run_id']}"
     )
     print(best["dvc_command"], flush=True)
-    return run.apply(best) if args.apply else 0
+    if not args.apply:
+        return 0
+    import ray
+
+    ray.shutdown()  # the stages need the cores
+    return run.apply(best, env=user_env)
 
 
 if __name__ == "__main__":

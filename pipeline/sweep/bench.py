@@ -3,7 +3,8 @@ no ASHA, 1 CPU each) in-process without Ray, then on one local Ray with 1 and wi
 at a time. Speed-up = wall of 1 at a time / wall of 2 at a time. Ray's overhead per trial =
 (the trial's wall in Ray, 1 at a time, seen by the driver from start to end - the same
 config's wall in-process) / in-process, averaged over the trials. Both sides run the same
-``trial.run_trial`` with TensorFlow and BLAS pinned to 1 thread. Both sides are warmed up
+``trial.run_trial`` with TensorFlow and BLAS pinned to 1 thread, at the same priority (Ray
+runs its workers at nice 15 by default). Both sides are warmed up
 untimed first (one 1-epoch trial in-process; a 2-trial sweep on Ray, so that Ray's first-use
 costs fall on neither setting); a new Ray worker's start and TensorFlow import stay in its
 first trial (Ray's cost). Trials last tens of seconds on idle cores so that Ray's fixed
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.sweep import runtime
 
+    runtime.loopback()  # before Ray's first import
+    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15: same as in-process
     params = params_mod.load()
     mp = _preset(params, args.epochs)
     train, val, source = _data(params, args.images)

@@ -67,7 +67,7 @@ def run_sweep(
     data_dir = config.prepared_dir(mp.dataset)
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
     exp_dir, parent_file = runtime.storage_dir() / name, _parent_file(name)
-
+    runtime.loopback()  # before Ray's first import
     from ray import tune
 
     if resume and not (parent_file.is_file() and tune.Tuner.can_restore(str(exp_dir))):
@@ -246,8 +246,9 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def apply(best: dict[str, Any], root: Path = config.ROOT) -> int:
+def apply(best: dict[str, Any], root: Path = config.ROOT, env: dict | None = None) -> int:
     """Run the best configuration as a DVC experiment (the real stages: train, evaluate,
-    register, gate)."""
+    register, gate); ``env``: the user's environment (default: this process's)."""
     print(f"$ {best['dvc_command']}", flush=True)
-    return subprocess.call(shlex.split(best["dvc_command"]), cwd=root, env=os.environ.copy())
+    cmd = shlex.split(best["dvc_command"])
+    return subprocess.call(cmd, cwd=root, env=env if env is not None else os.environ.copy())

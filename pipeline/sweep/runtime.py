@@ -23,8 +23,17 @@ def storage_dir(root: Path = config.ROOT) -> Path:
     return config.cache_dir(root) / "sweeps"
 
 
+def loopback() -> None:
+    """Without ``RAY_ADDRESS``, keep the local Ray on 127.0.0.1. Call it before Ray is
+    imported: Ray reads the variable once, at import (set later, Ray listens on all
+    interfaces)."""
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def start_ray(num_cpus: int | None = None) -> float:
     """Start or join Ray; the seconds it took."""
+    loopback()  # in effect only if Ray was not imported yet
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")  # ASHA sees every epoch
     for k, v in QUIET.items():
@@ -36,7 +45,6 @@ def start_ray(num_cpus: int | None = None) -> float:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env, log_to_driver=False)
     else:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         ray.init(
             address="local",  # a new Ray of our own, never another one found on the machine
             num_cpus=num_cpus or os.cpu_count(),

@@ -73,6 +73,7 @@ def env_for(root: Path, **extra: str) -> dict[str, str]:
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(token),
         RAY_TMPDIR=tempfile.mkdtemp(prefix="ray", dir="/tmp"),  # short: unix socket paths
+        RAY_worker_niceness="0",  # Ray's default (15) starves the trials in a busy test suite
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
         **extra,
     )
@@ -132,7 +133,7 @@ def start_sweep(root: Path, env: dict) -> tuple[subprocess.Popen, Path]:
     return proc, log
 
 
-def wait_for(what, timeout: float = 300, proc: subprocess.Popen | None = None):
+def wait_for(what, timeout: float = 600, proc: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (proc is None or proc.poll() is None):
         found = what()
@@ -154,6 +155,7 @@ def test_killed_worker_is_retried(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     assert proc.returncode == 0, log.read_text()[-4000:]
     _, kids = runs(root)
     assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
@@ -181,6 +183,7 @@ def test_interrupt_then_resume(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     output = log.read_text()
     assert proc.returncode == 130, output[-4000:]
     assert "--resume" in output
