@@ -23,7 +23,7 @@ export PYTHONHASHSEED := 0
 # Stage commands in dvc.yaml run bin/python, which finds .venv itself: no PATH set-up here,
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
-.PHONY: bench bench-keras bench-sweep sweep benchmarks compare help setup repro test test-fast lint actionlint format ui clean \
+.PHONY: bench bench-keras bench-sweep sweep benchmarks compare exps help setup repro test test-fast lint actionlint format ui clean \
 	verify-repro verify-metrics server server-user server-stop \
 	serve serve-stop bench-serve
 
@@ -127,6 +127,9 @@ compare: setup ## Compare two runs: make compare A=<run id|preset|preset@exp> B=
 		exit 2; \
 	fi
 	$(BIN)/python -m pipeline.compare "$(A)" "$(B)" $(if $(O),-o "$(O)")
+
+exps: setup ## The experiments table, only the changed params and models' metrics, in 120 columns (ARGS="-A")
+	@$(BIN)/python -m pipeline.devtools.exps $(ARGS)
 
 bench-keras: setup ## Keras/custom presets: the pipeline's feed vs a plain fit on arrays (last line JSON)
 	$(BIN)/python -m pipeline.devtools.bench_keras
