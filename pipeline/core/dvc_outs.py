@@ -11,8 +11,9 @@ records it: the previous complete output, byte for byte, as ``dvc checkout`` wou
 Only outs that are missing are restored, into a hidden temporary beside them renamed into
 place, so a kill during the restore leaves debris that the next run removes, never a
 half-restored output. Outputs DVC does not cache (``cache: false``: metrics/*.json, kept
-in git) come back from git HEAD when their md5 is the recorded one. An output found in
-neither (``dvc gc``, never committed) is named in one line.
+in git) come back from git HEAD when their md5 is the recorded one; evaluate@ also copies
+its metrics file into DVC's cache when git HEAD lacks it (:func:`keep_in_cache`), so an
+uncommitted one comes back too. An output found in neither (``dvc gc``) is named in one line.
 """
 
 from __future__ import annotations
@@ -106,6 +107,32 @@ def restore(root: Path, out: dict, cache: Path) -> str:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(_cached(cache, entry["md5"]), dest)
     return f"{out['path']}: restored from DVC's cache ({len(entries)} files)"
+
+
+def keep_in_cache(paths: list[Path]) -> list[Path]:
+    """Copy each file of ``paths`` into DVC's cache under its md5 (read-only, as DVC stores
+    files) unless git HEAD holds these very bytes: outputs with ``cache: false``
+    (metrics/*.json) that were never committed can then be put back by :func:`restore`.
+    The copies made or found in the cache."""
+    root = Path(os.environ.get("DVC_ROOT") or ".")
+    cache = None
+    kept = []
+    for path in paths:
+        if not Path(path).is_file():
+            continue
+        data = Path(path).read_bytes()
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        rel = Path(path).resolve().relative_to(root.resolve()).as_posix()
+        if _from_git(root, rel, md5) is not None:
+            continue
+        cache = cache or cache_files(root)
+        obj = _cached(cache, md5)
+        if not obj.is_file():
+            obj.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(obj, data)
+            obj.chmod(0o444)
+        kept.append(obj)
+    return kept
 
 
 def restore_removed_outs() -> list[str]:

@@ -8,6 +8,7 @@ and exit 1 without a traceback; anything else is a bug and raises.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -46,17 +47,38 @@ def outputs(stage: str, params: params_mod.Params, name: str | None) -> list[Pat
     if stage == "train" and name:
         return [config.model_dir(name)]
     if stage == "evaluate" and name:
-        return [config.plots_dir(name), config.metrics_file(name)]
+        metrics = config.metrics_file(name)
+        return [config.plots_dir(name), metrics, metrics.with_name(f"{name}.env.json")]
     if stage == "plot":
         return [config.compare_plots_dir()]
     return []
 
 
+def all_outputs(params: params_mod.Params) -> list[Path]:
+    """The outputs of every stage of the pipeline (each foreach stage's every name)."""
+    paths = [*outputs("check_params", params, None), *outputs("fetch", params, None)]
+    paths += outputs("validate", params, None) + outputs("plot", params, None)
+    paths += [p for ds in params.datasets for p in outputs("prepare", params, ds)]
+    for model in params.models:
+        paths += outputs("train", params, model) + outputs("evaluate", params, model)
+    return paths
+
+
+def under_dvc() -> bool:
+    """Run by ``dvc repro`` in this checkout: DVC holds the repository's lock, so no other
+    stage of this checkout runs now."""
+    root = os.environ.get("DVC_ROOT")
+    return bool(os.environ.get("DVC_STAGE") and root and Path(root).resolve() == config.ROOT)
+
+
 def clean_up(stage: str, params: params_mod.Params, name: str | None) -> None:
-    """Remove what a killed earlier run of this stage left: hidden temporary files and
-    folders beside its outputs (one log line). Stale MLflow runs are closed by
-    ``tracking.training_run`` and ``tracking.reopen``."""
-    removed = remove_stale_temps(outputs(stage, params, name))
+    """Remove what a killed earlier run left: hidden temporary files and folders beside
+    this stage's outputs, and under ``dvc repro`` beside every stage's (a killed stage that
+    DVC later restored from its run cache never runs again to remove its own); one log
+    line. Stale MLflow runs of any preset are closed by the tracking runs (orphans.py)."""
+    removed = remove_stale_temps(
+        all_outputs(params) if under_dvc() else outputs(stage, params, name)
+    )
     if removed:
         shown = ", ".join(str(p.relative_to(config.ROOT)) for p in removed[:3])
         more = f" and {len(removed) - 3} more" if len(removed) > 3 else ""
@@ -130,5 +152,19 @@ def run_stage(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if stage == "evaluate" and under_dvc():
+        _keep_in_cache(outputs(stage, params, argv[0])[1:])  # the metrics files
     print(f"{label}: {summary}")
     return 0
+
+
+def _keep_in_cache(paths: list[Path]) -> None:
+    """A copy of each of ``paths`` (``cache: false`` in dvc.yaml, so DVC keeps none) in
+    DVC's cache by its md5 unless git HEAD has it, where a failed later run finds it to put
+    back (dvc_outs.restore). Best effort: a failure here fails nothing."""
+    try:
+        from pipeline.core.dvc_outs import keep_in_cache
+
+        keep_in_cache(paths)
+    except Exception as exc:
+        logging.getLogger(__name__).warning("metrics: no copy kept in DVC's cache (%s)", exc)

@@ -78,17 +78,15 @@ def process_gone(tags: dict[str, str]) -> bool:
     return start is None or (bool(tags.get(START_TAG)) and start != tags.get(START_TAG))
 
 
-def kill_orphan_runs(preset: str) -> list[str]:
-    """Mark KILLED the runs of ``preset`` in the active experiment that are still RUNNING
-    although their process is gone (SIGKILL, power loss); one log line each."""
+def kill_orphan_runs(preset: str | None = None) -> list[str]:
+    """Mark KILLED the runs of ``preset`` (None: of any preset or stage) in the active
+    experiment that are still RUNNING although their process is gone (SIGKILL, power loss);
+    one log line each. Runs of live processes (other queued experiments) are left alone."""
     client = mlflow.MlflowClient()
     exp_id = active_experiment()
-    runs = with_retry(
-        lambda: client.search_runs(
-            [exp_id],
-            filter_string=f"tags.preset = '{preset}' and attributes.status = 'RUNNING'",
-        )
-    )
+    running = "attributes.status = 'RUNNING'"
+    where = f"tags.preset = '{preset}' and {running}" if preset else running
+    runs = with_retry(lambda: client.search_runs([exp_id], filter_string=where))
     killed = []
     for run in runs:
         tags = run.data.tags
@@ -98,7 +96,7 @@ def kill_orphan_runs(preset: str) -> list[str]:
             log.warning(
                 "marked MLflow run %s of %s KILLED: its process %s on %s is gone",
                 run.info.run_id,
-                preset,
+                tags.get("preset") or run.info.run_name,
                 tags.get(PID_TAG),
                 tags.get(HOST_TAG),
             )

@@ -31,9 +31,9 @@ def load_run_id(model_dir: Path) -> str:
 @contextmanager
 def training_run(model: str, family: str, dataset: str, root: Path = config.ROOT) -> Iterator[str]:
     """A new run of the contract for one execution of train@<model>; yields its id.
-    Runs of ``model`` left RUNNING by a killed process are marked KILLED first."""
+    Runs of any preset left RUNNING by a killed process are marked KILLED first."""
     with reachable():
-        kill_orphan_runs(model)
+        kill_orphan_runs()
         tags = run_tags(model, family, dataset, root) | process_tags()
         run = mlflow.start_run(run_name=tags["mlflow.runName"], tags=tags)
     with reachable(), _ended(run.info.run_id):
@@ -46,14 +46,13 @@ def reopen(run_id: str) -> Iterator[str]:
     tags name this process while it is open."""
     with reachable():
         try:
-            preset = mlflow.MlflowClient().get_run(run_id).data.tags.get("preset")
+            mlflow.MlflowClient().get_run(run_id)  # in this store?
         except mlflow.exceptions.MlflowException:
             raise RuntimeError(
                 f"MLflow run {run_id} is not in the store {mlflow.get_tracking_uri()}; "
                 "rerun the training (dvc repro -f train@<model>) to log a new one"
             ) from None
-        if preset:
-            kill_orphan_runs(preset)
+        kill_orphan_runs()  # of any preset: a killed stage restored from the run cache
         mlflow.start_run(run_id=run_id)
         with_retry(lambda: mlflow.set_tags(process_tags()))
     with reachable(), _ended(run_id):
@@ -64,6 +63,7 @@ def reopen(run_id: str) -> Iterator[str]:
 def execution_run(name: str, tags: dict[str, str]) -> Iterator[str]:
     """A new run for one execution of a stage that is not a model's (``plot``)."""
     with reachable():
+        kill_orphan_runs()
         run = mlflow.start_run(
             run_name=tags.get("mlflow.runName", name), tags=tags | process_tags()
         )

@@ -9,6 +9,7 @@ of the shared tiny project (conftest.py).
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sqlite3
@@ -212,6 +213,71 @@ def test_killed_train_leaves_no_debris_after_a_rerun(tiny_built, tmp_path):
     assert not list(models.glob(".*.tmp"))
     statuses = _run_statuses(project, preset)
     assert "RUNNING" not in statuses and statuses.count("KILLED") == 2
+
+
+def _stage_pid(project: Path, argv: list[bytes]) -> int | None:
+    """The pid of the process running ``argv`` in ``project`` (a stage DVC started)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = (proc / "cwd").resolve()
+        except OSError:
+            continue
+        if proc.name.isdigit() and cmd[1 : 1 + len(argv)] == argv and cwd == project.resolve():
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.slow
+def test_sigkill_under_dvc_repro_is_cleaned_up_by_the_next_repro(tiny_built, tmp_path):
+    """SIGKILL of train@ under `dvc repro`: the next `dvc repro` restores the model from the
+    run cache without running train@, so the killed run is never resumed; the stage that does
+    run (plot, after a change of its params) marks the orphan run KILLED and removes the
+    temporary folder, whatever preset they belong to."""
+    project = copy_tiny(tiny_built, tmp_path / "p")
+    preset, models = "dense_mlp", project / "models"
+    before = tree(models / preset)
+    env = plain_env()
+    dvc = subprocess.Popen(
+        [".venv/bin/dvc", "repro", "-f", "-s", f"train@{preset}"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    argv = [b"-m", b"pipeline.stages.train", preset.encode()]
+    deadline = time.monotonic() + 300
+    pid = None
+    while time.monotonic() < deadline and dvc.poll() is None:
+        pid = pid or _stage_pid(project, argv)
+        if (
+            pid
+            and list(models.glob(f".{preset}.*.tmp"))
+            and "RUNNING" in _run_statuses(project, preset)
+        ):
+            break
+        time.sleep(0.05)
+    assert pid and dvc.poll() is None, dvc.communicate()[0][-3000:]
+    os.kill(pid, signal.SIGKILL)
+    dvc.communicate(timeout=120)
+    assert dvc.returncode != 0
+    assert list(models.glob(f".{preset}.*.tmp")) and "RUNNING" in _run_statuses(project, preset)
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["registry"]["alpha"] = 0.04  # reruns plot (and check_params) only
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh([".venv/bin/dvc", "repro"], project, env)
+    log = out.stdout + out.stderr
+    assert f"'train@{preset}' is cached - skipping run" in log, log[-3000:]
+    # check_params, which runs first, removes it (any stage under dvc repro would)
+    assert "removed 1 temporary file(s)/folder(s) left by a killed run" in log, log[-3000:]
+    assert f"of {preset} KILLED: its process" in log, log[-3000:]
+    outputs = [project / d for d in ("data", "models", "metrics", "plots", "reports")]
+    assert not [t for d in outputs for t in d.rglob(".*.tmp")]
+    statuses = _run_statuses(project, preset)
+    assert "RUNNING" not in statuses and statuses.count("KILLED") == 1
+    assert tree(models / preset) == before
 
 
 @pytest.mark.slow
