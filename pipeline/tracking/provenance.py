@@ -135,17 +135,17 @@ def run_tags(
 ) -> dict[str, str]:
     """The tags of a new run: git commit and dirty flag, DVC stage, DVC experiment name and
     ``repro_id``. A model's run (``family`` and ``dataset`` given, ``name`` its preset) adds
-    ``preset``, ``family``, ``dataset``, the dataset's DVC hash and the numeric environment
-    (``env.*``, pipeline/core/numenv.py); any other run (plot's cross-model run) adds
-    ``run_kind`` = ``name``. The run is named by :func:`run_label`."""
+    ``preset``, ``family``, ``dataset`` and the dataset's DVC hash; any other run (plot's
+    cross-model run, a sweep) adds ``run_kind`` = ``name``. Every run carries the numeric
+    environment (``env.*``, pipeline/core/numenv.py). The run is named by :func:`run_label`."""
     if (family is None) != (dataset is None):
         raise TypeError("run_tags: give both family and dataset (a model's run) or neither")
     status = git_status(root)
     if family is not None and dataset is not None:
         tags = {"preset": name, "family": family, "dataset": dataset}
-        tags |= numenv.as_tags(numenv.probe())
     else:
         tags = {"run_kind": name}
+    tags |= numenv.as_tags(numenv.probe())
     tags |= {
         "mlflow.source.git.commit": git_commit(root) or "unknown",
         "git_dirty": "unknown" if status is None else str(bool(status)).lower(),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import tracking
+from pipeline.core import numenv
 
 
 def test_store_root_maps_dvc_temp_copies_to_the_repo(tmp_path):
@@ -131,7 +132,9 @@ def test_a_run_no_model_owns_is_tagged_with_its_kind(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_STAGE", "plot")
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     tags = tracking.run_tags("compare", root=tmp_path)  # not a git checkout
-    assert tags == {
+    env = {k: v for k, v in tags.items() if k.startswith("env.")}
+    assert env == numenv.as_tags(numenv.probe())  # every run: the numeric environment
+    assert {k: v for k, v in tags.items() if k not in env} == {
         "run_kind": "compare",
         "mlflow.source.git.commit": "unknown",
         "git_dirty": "unknown",
