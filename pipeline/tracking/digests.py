@@ -102,6 +102,15 @@ def expected(uri: str) -> tuple[str, str] | None:
     return None
 
 
+def _bytecode_cache(rel: str) -> bool:
+    """``.../__pycache__/<module>.pyc``: what Python writes beside a model's ``code/`` when
+    MLflow's own loader imports it from a local store (``mlflow models serve`` does). Not
+    checked: the project's loaders never import a model's ``code/`` (its ``pipeline`` is
+    shadowed by the installed package), so a cache file there cannot run."""
+    parts = rel.split("/")
+    return len(parts) >= 2 and parts[-2] == "__pycache__" and parts[-1].endswith(".pyc")
+
+
 def verify(uri: str, folder: Path) -> bool:
     """Check the downloaded model ``folder`` of ``uri`` against its recorded digests; raise
     ModelTampered naming the first file that differs. False when nothing was recorded."""
@@ -121,6 +130,8 @@ def verify(uri: str, folder: Path) -> bool:
     for rel in sorted(set(recorded) | set(got)):
         if rel not in got:
             problem = "is missing"
+        elif rel not in recorded and _bytecode_cache(rel):
+            continue
         elif rel not in recorded:
             problem = "was added after logging"
         elif got[rel] != recorded[rel]:

@@ -111,3 +111,23 @@ def test_a_planted_file_is_refused(logged, monkeypatch):
             families.load_verified(f"runs:/{run_id}/tiny")
     finally:
         planted.unlink()
+
+
+def test_python_caches_written_beside_the_code_are_not_tampering(logged, monkeypatch):
+    """``mlflow models serve`` on a local store imports the model's ``code/`` in place and
+    Python writes ``__pycache__`` there: the model still loads; any other added file does not."""
+    root, uri, run_id, _ = logged
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    code = artifact(root, "code/pipeline/models/numpy_cnn/flavor.py").parent
+    cache = code / "__pycache__" / "flavor.cpython-311.pyc"
+    cache.parent.mkdir()
+    cache.write_bytes(b"bytecode")
+    stray = code / "__pycache__" / "notes.txt"
+    try:
+        fam, _ = families.load_verified(f"runs:/{run_id}/tiny")
+        assert fam is family
+        stray.write_text("not a cache")
+        with pytest.raises(tracking.ModelTampered, match=r"notes\.txt was added after logging"):
+            families.load_verified(f"runs:/{run_id}/tiny")
+    finally:
+        shutil.rmtree(cache.parent)
