@@ -1,9 +1,12 @@
-"""The pull-request report's numeric-environment lines (pipeline/devtools/pr_report.py): real
-``metrics/<model>.env.json`` files committed in a scratch git repository (the base) and
-rewritten in its working tree (this change)."""
+"""The pull-request report (pipeline/devtools/pr_report.py): its numeric-environment lines
+(real ``metrics/<model>.env.json`` files committed in a scratch git repository, the base, and
+rewritten in its working tree, this change); its metrics table and its line for a base whose
+plots cannot be had (a scratch git + DVC repository, its cache and a local remote)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -98,3 +101,118 @@ def test_the_line_tops_the_summary_and_the_plots_page(project, tmp_path):
     assert html.index("different kernel paths") < html.index("<h1>plots</h1>")
     pr_report.mark_page(page, [])  # nothing to say: page unchanged
     assert page.read_text() == html
+
+
+# --------------------------------------------------------------------------- a DVC project
+# A scratch git + DVC repository: params.yaml lists zeta_mlp before alpha_cnn (so that
+# params.yaml's order is not the alphabet's), each model's metrics committed in git and a
+# plot file per model tracked by DVC, as the base commit.
+
+BASE_METRICS = {
+    "zeta_mlp": {"accuracy": 0.90, "loss": 0.30, "errors": 100, "n_test": 1000},
+    "alpha_cnn": {"accuracy": 0.95, "loss": 0.20, "errors": 50, "n_test": 1000},
+}
+
+
+def dvc(root: Path, *args: str) -> None:
+    proc = subprocess.run([pr_report.DVC, *args], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def dvc_project(tmp_path) -> Path:
+    root = tmp_path / "dvcproj"
+    (root / "metrics").mkdir(parents=True)
+    (root / "plots").mkdir()
+    git(root, "init", "-q")
+    dvc(root, "init", "-q")
+    (root / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
+    (root / "params.yaml").write_text("models:\n  zeta_mlp: {lr: 0.1}\n  alpha_cnn: {lr: 0.01}\n")
+    for model, metrics in BASE_METRICS.items():
+        (root / "metrics" / f"{model}.json").write_text(json.dumps(metrics) + "\n")
+        rows = "".join(f"{e},{0.5 + e / 10}\n" for e in range(1, 4))
+        (root / "plots" / f"{model}.csv").write_text("epoch,accuracy\n" + rows)
+    (root / "dvc.yaml").write_text(
+        "metrics:\n  - metrics/zeta_mlp.json\n  - metrics/alpha_cnn.json\n"
+        "plots:\n  - plots/zeta_mlp.csv:\n      x: epoch\n      y: accuracy\n"
+        "  - plots/alpha_cnn.csv:\n      x: epoch\n      y: accuracy\n"
+    )
+    dvc(root, "add", "-q", "plots/zeta_mlp.csv", "plots/alpha_cnn.csv")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "base")
+    return root
+
+
+def write_metrics(root: Path, model: str, **changed: object) -> None:
+    (root / "metrics" / f"{model}.json").write_text(
+        json.dumps(BASE_METRICS[model] | changed) + "\n"
+    )
+
+
+def test_metrics_rows_follow_params_order_and_say_better_or_worse(dvc_project):
+    write_metrics(dvc_project, "alpha_cnn", accuracy=0.96, errors=40, loss=0.25)
+    write_metrics(dvc_project, "zeta_mlp", loss=0.28, n_test=1200, macro_f1=0.9)
+    table = pr_report.metrics_table("HEAD", dvc_project)
+    assert table == pr_report.metrics_table("HEAD", dvc_project)  # same order every call
+    assert table[:2] == [
+        "| Model | Metric | `HEAD` | this change | Change |",
+        "|---|---|--:|--:|---|",
+    ]
+    rows = [r for r in table[2:] if r.startswith("| ")]
+    assert rows == [  # params.yaml's order (zeta_mlp first), then metric names
+        "| zeta_mlp | loss | 0.3000 | 0.2800 | ▼ -0.0200 better |",
+        "| zeta_mlp | macro_f1 | – | 0.9000 | new |",
+        "| zeta_mlp | n_test | 1000 | 1200 | ▲ +200 |",  # a count: neither better nor worse
+        "| alpha_cnn | accuracy | 0.9500 | 0.9600 | ▲ +0.0100 better |",
+        "| alpha_cnn | errors | 50 | 40 | ▼ -10 better |",
+        "| alpha_cnn | loss | 0.2000 | 0.2500 | ▲ +0.0500 worse |",  # for loss lower is better
+    ]
+    assert "lower is better" in table[-1]
+    write_metrics(dvc_project, "alpha_cnn")
+    write_metrics(dvc_project, "zeta_mlp")
+    assert pr_report.metrics_table("HEAD", dvc_project) == ["_no metric changed_"]
+
+
+def test_a_tiny_delta_keeps_its_sign_and_direction():
+    assert pr_report.change("accuracy", 0.99, 0.99001) == "▲ +1.0e-05 better"
+    assert pr_report.change("val.loss", 0.1, 0.1) == "="
+    assert pr_report.change("errors", 3, None) == "removed"
+
+
+def test_base_plots_from_the_remote_and_missing_from_both(dvc_project, tmp_path):
+    remote = tmp_path / "remote"
+    dvc(dvc_project, "remote", "add", "--local", "-d", "store", str(remote))
+    dvc(dvc_project, "push", "-q")
+    shutil.rmtree(dvc_project / ".dvc" / "cache")
+    assert pr_report.base_missing("HEAD", dvc_project) is None  # DVC streams from the remote
+
+    shutil.rmtree(remote)  # now in neither the cache nor the remote
+    line = pr_report.base_missing("HEAD", dvc_project)
+    assert line == (
+        "2 plot file(s) of `HEAD` could be read from neither DVC's cache nor its remote (first: "
+        "`plots/zeta_mlp.csv`): the page shows this change only for them; the metrics "
+        "compare with those committed at `HEAD`."
+    )
+    write_metrics(dvc_project, "zeta_mlp", accuracy=0.91)
+    text, comment = pr_report.report("HEAD", tmp_path / "out", dvc_project)
+    heading, first, *_ = [ln for ln in text.splitlines() if ln]
+    assert heading == "## Pipeline report (against `HEAD`)"
+    assert first == f"> **Base missing:** {line}"  # the summary's first line says so
+    assert "figures of this change (the base's are missing: see the top)" in text
+    assert comment.startswith(f"{pr_report.MARKER}\n## Pipeline report: this change against")
+    assert f"> **Base missing:** {line}" in comment
+    assert "| zeta_mlp | accuracy | 0.9000 | 0.9100 | ▲ +0.0100 better |" in comment
+    page = (tmp_path / "out" / "index.html").read_text()
+    body = page.index("<body")
+    note = page.index("Base missing:")
+    assert body < note < page.index("zeta_mlp.csv", note)  # at the top, before any plot
+
+
+def test_a_base_that_is_not_a_commit(dvc_project, tmp_path):
+    line = pr_report.base_missing("origin/no-such-branch", dvc_project)
+    assert line == (
+        "`origin/no-such-branch` is not a commit in this checkout: the page shows this change only."
+    )
+    text = pr_report.summary("origin/no-such-branch", tmp_path / "out", dvc_project)
+    assert f"> **Base missing:** {line}" in text.split("### ", 1)[0]
+    assert "_`dvc metrics diff` failed: " in text
