@@ -4,8 +4,11 @@
 one row per test image in the order of ``data/prepared/<dataset>/test.npz``) and computes
 both confusion matrices and their difference, the per-class precision/recall/F1 deltas, the
 images B fixed and broke, and what both still get wrong; params, test metrics, validation
-curves and provenance come from the runs themselves. Pure NumPy/scikit-learn, no MLflow: the
-caller fetches the runs (pipeline/compare/cli.py); pipeline/compare/report.py draws the page.
+curves and provenance come from the runs themselves. The uncertainty of each comparison comes
+from pipeline/report/stats.py: each accuracy's 95% Wilson interval, and McNemar's exact test
+on the images where the runs disagree (fixed by B vs broken by B), overall and per class.
+Pure NumPy/scikit-learn/SciPy, no MLflow: the caller fetches the runs
+(pipeline/compare/cli.py); pipeline/compare/report.py draws the page.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from pipeline.core import numenv
 from pipeline.report.metrics import confusion
+from pipeline.report.stats import Interval, McNemar, mcnemar, wilson
 
 MAX_THUMBNAILS = 120  # per grid; the JSON block lists every index
 MAX_SHARED_CONFUSIONS = 10
+ALPHA = 0.05  # the headline's significance level, on McNemar's two-sided p
 CURVE_METRICS = ("val_loss", "val_accuracy")
 LOWER_IS_BETTER = ("loss", "errors")
 PROVENANCE_TAGS = (
@@ -100,11 +105,48 @@ class Comparison:
         idx = self.both_wrong
         return int((self.a.predicted[idx] == self.b.predicted[idx]).sum())
 
+    @property
+    def n(self) -> int:
+        return len(self.a.actual)
+
+    def correct(self, run: RunData) -> int:
+        return int((run.actual == run.predicted).sum())
+
     def accuracy(self, run: RunData) -> float:
         return float((run.actual == run.predicted).mean())
 
+    def interval(self, run: RunData) -> Interval:
+        """The 95% Wilson interval of ``run``'s test accuracy."""
+        return wilson(self.correct(run), self.n)
+
+    @property
+    def mcnemar_test(self) -> McNemar:
+        """McNemar's exact test on the images where A and B disagree."""
+        return mcnemar(len(self.fixed), len(self.broken))
+
+    @property
+    def significant(self) -> bool:
+        return self.mcnemar_test.p_two_sided < ALPHA
+
+    def verdict(self) -> str:
+        """The headline in plain words: which run is better, by how much, and whether that is
+        more than noise (McNemar's two-sided p against ALPHA)."""
+        t = self.mcnemar_test
+        if t.discordant == 0:
+            return "A and B get the same test images right (none fixed, none broken): no difference"
+        diff = t.fixed - t.broken
+        if diff == 0:
+            head = "A and B are equally accurate"
+        else:
+            side = "better" if diff > 0 else "worse"
+            head = f"B is {side} by {100 * abs(diff) / self.n:.2f} percentage points"
+        counts = f"{_images(t.fixed)} fixed, {t.broken} broken"
+        tail = f"significant at {ALPHA:g}" if self.significant else "within noise"
+        return f"{head} ({counts}): McNemar p = {format_p(t.p_two_sided)}, {tail}"
+
     def data(self) -> dict:
         """Every number the page shows, as plain JSON types."""
+        test = self.mcnemar_test
         return {
             "a": {"run_id": self.a.run_id, "name": self.a.name},
             "b": {"run_id": self.b.run_id, "name": self.b.name},
@@ -112,6 +154,17 @@ class Comparison:
             "n_test": len(self.a.actual),
             "accuracy_a": self.accuracy(self.a),
             "accuracy_b": self.accuracy(self.b),
+            "accuracy_a_interval": self.interval(self.a).as_list(),
+            "accuracy_b_interval": self.interval(self.b).as_list(),
+            "mcnemar": {
+                "fixed": test.fixed,
+                "broken": test.broken,
+                "p_two_sided": test.p_two_sided,
+                "p_b_better": test.p_better,
+                "alpha": ALPHA,
+                "significant": self.significant,
+            },
+            "verdict": self.verdict(),
             "confusion_a": self.confusion_a.tolist(),
             "confusion_b": self.confusion_b.tolist(),
             "confusion_diff": self.confusion_diff.tolist(),
@@ -127,6 +180,19 @@ class Comparison:
         }
 
 
+def _images(count: int) -> str:
+    return f"{count} image" if count == 1 else f"{count} images"
+
+
+def format_p(p: float, alpha: float = ALPHA) -> str:
+    """``p`` to 2 significant digits, more when rounding would move it across ``alpha``."""
+    for digits in (2, 3, 4, 6):
+        text = f"{p:.{digits}g}"
+        if (float(text) < alpha) == (p < alpha):
+            return text
+    return repr(p)
+
+
 # --------------------------------------------------------------------------- analysis
 
 
@@ -138,12 +204,17 @@ def _per_class(a: RunData, b: RunData, classes: list[str]) -> list[dict]:
             run.actual, run.predicted, labels=labels, zero_division=0
         )
         figs[run.label] = (p, r, f, s)
+    right_a, right_b = a.predicted == a.actual, b.predicted == b.actual
     rows = []
     for i, name in enumerate(classes):
         row: dict = {"class": name, "support": int(figs["A"][3][i])}
         for j, metric in enumerate(("precision", "recall", "f1")):
             va, vb = float(figs["A"][j][i]), float(figs["B"][j][i])
             row |= {f"{metric}_a": va, f"{metric}_b": vb, f"{metric}_delta": vb - va}
+        mine = a.actual == i  # the recall delta is (fixed - broken) / support on these
+        fixed, broken = (mine & right_b & ~right_a).sum(), (mine & right_a & ~right_b).sum()
+        test = mcnemar(int(fixed), int(broken))
+        row |= {"fixed": test.fixed, "broken": test.broken, "recall_p": test.p_two_sided}
         rows.append(row)
     return sorted(rows, key=lambda r: (-abs(r["f1_delta"]), -abs(r["recall_delta"]), r["class"]))
 
@@ -201,6 +272,9 @@ def _warnings(a: RunData, b: RunData) -> list[str]:
 
 def analyse(a: RunData, b: RunData, classes: list[str]) -> Comparison:
     """Every number of the report, from the two runs' per-image predictions."""
+    if len(a.actual) == 0 or len(b.actual) == 0:
+        empty = " and ".join(r.label for r in (a, b) if len(r.actual) == 0)
+        raise CompareError(f"run {empty} has no per-image test predictions (0 rows)")
     if len(a.actual) != len(b.actual):
         raise CompareError(
             f"the runs were scored on different test sets (A: {len(a.actual)} images, "

@@ -13,7 +13,9 @@ test images themselves, which are not in the store: they come from the local
 image, and the report says so when they cannot.
 
 Writes one self-contained HTML page (pipeline/compare/report.py) to ``-o`` or
-``reports/compare/`` and logs it to both runs under ``compare/``. Bad input (an unknown run,
+``reports/compare/`` and logs it to both runs under ``compare/``; prints both accuracies with
+their 95% Wilson intervals and the headline (McNemar's exact test on the images where the
+runs disagree: significant at 0.05 or within noise). Bad input (an unknown run,
 a run without predictions, runs on different class sets or test sets) prints one line and
 exits 1, writing nothing.
 """
@@ -216,11 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     c = comparison
     logged = "" if args.no_log else f"; logged to both runs as {config.COMPARE_ARTIFACTS}/{name}"
+    ci_a, ci_b = c.interval(c.a), c.interval(c.b)
     print(
-        f"compare: A {c.a.short} accuracy {c.accuracy(c.a):.4f}, B {c.b.short} "
-        f"{c.accuracy(c.b):.4f}: B fixes {len(c.fixed)}, breaks {len(c.broken)}, "
-        f"{len(c.both_wrong)} wrong in both"
+        f"compare: A {c.a.short} accuracy {c.accuracy(c.a):.4f} "
+        f"(95% CI {ci_a.low:.4f}-{ci_a.high:.4f}), B {c.b.short} {c.accuracy(c.b):.4f} "
+        f"(95% CI {ci_b.low:.4f}-{ci_b.high:.4f}) on {c.n} test images: B fixes "
+        f"{len(c.fixed)}, breaks {len(c.broken)}, {len(c.both_wrong)} wrong in both"
     )
+    print(f"compare: {c.verdict()}")
     print(f"compare: report {out}{logged}")
     return 0
 

@@ -1,6 +1,9 @@
 """The two-run comparison page: one self-contained HTML file for a ``Comparison``
 (pipeline/compare/analysis.py), the figures inline as PNG data URIs and the numbers again as
 JSON in ``<script id="compare-data">`` so that scripts and tests read what the page shows.
+
+The headline says in plain words whether B differs from A by more than noise (McNemar's exact
+test); each accuracy carries its 95% Wilson interval, each class's recall delta its McNemar p.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pipeline.compare.analysis import (
+    ALPHA,
     CURVE_METRICS,
     LOWER_IS_BETTER,
     MAX_THUMBNAILS,
@@ -28,6 +32,7 @@ from pipeline.compare.analysis import (
     Comparison,
     RunData,
     environment_rows,
+    format_p,
 )
 from pipeline.report import figures
 
@@ -196,19 +201,61 @@ def _params_section(c: Comparison) -> str:
     return out + _table(["param", "A", "B"], rows)
 
 
+def _interval(c: Comparison, run: RunData) -> str:
+    ci = c.interval(run)
+    return f"[{ci.low:.4f}, {ci.high:.4f}]"
+
+
+def _metric_cell(c: Comparison, run: RunData, key: str, value: float | None) -> str:
+    """A logged metric; test_accuracy with the 95% Wilson interval of the predictions when
+    they give the same accuracy (to the logged value's rounding)."""
+    text = _fmt(value)
+    same = value is not None and abs(value - c.accuracy(run)) <= 0.5 / c.n + 1e-9
+    if key == "test_accuracy" and same:
+        text += f"<br><span class='note'>95% CI {_interval(c, run)}</span>"
+    return f"<td class='num'>{text}</td>"
+
+
 def _metrics_section(c: Comparison) -> str:
     rows = []
     for key, va, vb in c.metrics_rows:
         delta = None if va is None or vb is None else vb - va
         lower = key.removeprefix("test_") in LOWER_IS_BETTER
         rows.append(
-            f"<tr><td><code>{_e(key)}</code></td><td class='num'>{_fmt(va)}</td>"
-            f"<td class='num'>{_fmt(vb)}</td>{_delta(delta, lower)}</tr>"
+            f"<tr><td><code>{_e(key)}</code></td>{_metric_cell(c, c.a, key, va)}"
+            f"{_metric_cell(c, c.b, key, vb)}{_delta(delta, lower)}</tr>"
         )
     out = "<h2 id='metrics'>Test metrics</h2>"
     if not rows:
         return out + "<p class='note'>Neither run logged test metrics.</p>"
     return out + _table(["metric", "A", "B", "B − A"], rows)
+
+
+def _significance_section(c: Comparison) -> str:
+    runs = [
+        f"<tr><td>{run.label}: {_e(run.short)}</td><td class='num'>{c.correct(run)} / {c.n}</td>"
+        f"<td class='num'>{c.accuracy(run):.4f}</td>"
+        f"<td class='num'>{_interval(c, run)}</td></tr>"
+        for run in (c.a, c.b)
+    ]
+    t = c.mcnemar_test
+    test = [
+        f"<tr><td class='num'>{t.fixed}</td><td class='num'>{t.broken}</td>"
+        f"<td class='num'>{format_p(t.p_two_sided)}</td>"
+        f"<td class='num'>{format_p(t.p_better)}</td></tr>"
+    ]
+    return (
+        "<h2 id='significance'>Accuracy and significance</h2>"
+        + _table(["run", "right / test images", "accuracy", "95% Wilson interval"], runs)
+        + f"<h3>McNemar's exact test on the {t.discordant} test images where A and B "
+        "disagree</h3>"
+        + _table(["fixed by B", "broken by B", "p (two-sided)", "p (one-sided, B better)"], test)
+        + "<p class='note'>Were neither run better, each disagreement would be a fair coin; p is "
+        "the chance of a split at least this uneven. The headline uses the two-sided p at "
+        f"{ALPHA:g}; the promotion gate (pipeline/tracking/gate.py) uses the one-sided p in "
+        "the challenger's favour. Both runs are scored on the same images, so overlapping "
+        "intervals do not mean the runs are alike: the paired test decides.</p>"
+    )
 
 
 def _curves_section(c: Comparison) -> str:
@@ -253,11 +300,24 @@ def _per_class_section(c: Comparison) -> str:
             + _delta(r[f"{m}_delta"])
             for m in ("precision", "recall", "f1")
         )
-        rows.append(f"<tr><td>{_e(r['class'])}</td><td class='num'>{r['support']}</td>{cells}</tr>")
+        test = (
+            f"<td class='num'>{r['fixed']}</td><td class='num'>{r['broken']}</td>"
+            f"<td class='num'>{format_p(r['recall_p'])}</td>"
+        )
+        rows.append(
+            f"<tr><td>{_e(r['class'])}</td><td class='num'>{r['support']}</td>{cells}{test}</tr>"
+        )
     header = ["class", "support"]
     for m in ("precision", "recall", "F1"):
         header += [f"{m} A", f"{m} B", f"Δ {m}"]
-    return "<h2 id='per-class'>Per-class deltas (largest |Δ F1| first)</h2>" + _table(header, rows)
+    header += ["fixed by B", "broken by B", "McNemar p (recall)"]
+    return (
+        "<h2 id='per-class'>Per-class deltas (largest |Δ F1| first)</h2>"
+        + _table(header, rows)
+        + "<p class='note'>A class's recall delta is (fixed − broken) / support; its p is "
+        "McNemar's two-sided exact test on that class's images. Across many classes, about "
+        f"one in {round(1 / ALPHA)} may fall below {ALPHA:g} by chance alone.</p>"
+    )
 
 
 def _grid(c: Comparison, indices: np.ndarray, ident: str, title: str) -> str:
@@ -322,6 +382,7 @@ SECTIONS = (
     ("runs", _runs_section),
     ("environment", _environment_section),
     ("params", _params_section),
+    ("significance", _significance_section),
     ("metrics", _metrics_section),
     ("curves", _curves_section),
     ("confusion", _confusion_section),
@@ -335,9 +396,14 @@ def render(c: Comparison) -> str:
     """The self-contained HTML page (no external file, font or script)."""
     acc_a, acc_b = c.accuracy(c.a), c.accuracy(c.b)
     warnings = "".join(f"<div class='warn' role='alert'>{_e(w)}</div>" for w in c.warnings)
+    tone = ""
+    if c.significant:
+        tone = " class='better'" if len(c.fixed) > len(c.broken) else " class='worse'"
     summary = (
-        f"<p class='summary'>Test accuracy (recomputed from the {len(c.a.actual)} per-image "
-        f"predictions): A {acc_a:.4f} → B {acc_b:.4f} "
+        f"<p class='summary' id='verdict'><b{tone}>{_e(c.verdict())}.</b></p>"
+        f"<p class='summary'>Test accuracy (recomputed from the {c.n} per-image "
+        f"predictions, 95% Wilson interval): A {acc_a:.4f} {_interval(c, c.a)} → B "
+        f"{acc_b:.4f} {_interval(c, c.b)} "
         f"(<span class='{'better' if acc_b >= acc_a else 'worse'}'>"
         f"{acc_b - acc_a:+.4f}</span>). B fixes <b>{len(c.fixed)}</b> images, breaks "
         f"<b>{len(c.broken)}</b>; <b>{len(c.both_wrong)}</b> are wrong in both.</p>"

@@ -10,6 +10,7 @@ Chromium, and bad input is refused with one line.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 from collections import Counter
@@ -52,8 +53,23 @@ def recompute(actual: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, k: int
             out.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
         return out
 
+    def wilson(correct: int, n: int, z: float = 1.959963984540054) -> list[float]:
+        p = correct / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return [centre - half, centre + half]
+
+    def mcnemar(fixed: int, broken: int) -> float:  # exact, two-sided, from the binomial
+        d = fixed + broken
+        tail = sum(math.comb(d, i) for i in range(max(fixed, broken), d + 1)) / 2**d
+        return min(1.0, 2 * tail) if d else 1.0
+
     wrong_a, wrong_b = pred_a != actual, pred_b != actual
+    n_fixed, n_broken = int((wrong_a & ~wrong_b).sum()), int((~wrong_a & wrong_b).sum())
     return {
+        "accuracy_a_interval": wilson(int((~wrong_a).sum()), len(actual)),
+        "accuracy_b_interval": wilson(int((~wrong_b).sum()), len(actual)),
+        "p_two_sided": mcnemar(n_fixed, n_broken),
         "confusion_a": cm(pred_a).tolist(),
         "confusion_b": cm(pred_b).tolist(),
         "confusion_diff": (cm(pred_b) - cm(pred_a)).tolist(),
@@ -80,6 +96,10 @@ def check_against(data: dict, actual, pred_a, pred_b, classes: list[str], digits
     assert data["both_wrong"] == want["both_wrong"]
     assert data["accuracy_a"] == pytest.approx(want["accuracy_a"])
     assert data["accuracy_b"] == pytest.approx(want["accuracy_b"])
+    for key in ("accuracy_a_interval", "accuracy_b_interval"):
+        assert data[key] == pytest.approx(want[key], abs=1e-6), key
+    assert data["mcnemar"]["p_two_sided"] == pytest.approx(want["p_two_sided"])
+    assert data["mcnemar"]["significant"] == (want["p_two_sided"] < 0.05)
     deltas = {r["class"]: r["f1_delta"] for r in data["per_class"]}
     for name, delta in zip(classes, want["f1_delta"], strict=True):
         assert deltas[name] == pytest.approx(delta)
@@ -245,6 +265,8 @@ def test_two_learning_rates_report_matches_both_runs_predictions(two_runs, dense
     assert "B fixes" in proc.stdout and str(out) in proc.stdout
     page = out.read_text()
     data = compare_data(page)
+    assert f"compare: {data['verdict']}" in proc.stdout  # the headline, in the terminal too
+    assert "McNemar p = " in data["verdict"]
     assert (data["a"]["run_id"], data["b"]["run_id"]) == (run_a, run_b)
     actual = pred_a["actual"].to_numpy()
     assert np.array_equal(actual, pred_b["actual"].to_numpy())
