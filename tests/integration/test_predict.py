@@ -146,8 +146,11 @@ def run_cli(root: Path, *args: str, module: str = "pipeline.predict.cli", env=No
 
 
 def parse_lines(stdout: str) -> dict[str, tuple[int, float]]:
+    """path -> (digit, probability) of each line; the first line names the model (``# ``)."""
     out = {}
-    for line in stdout.splitlines():
+    first, *lines = stdout.splitlines()
+    assert first.startswith("# model: "), first
+    for line in lines:
         path, digit, prob = line.split("\t")
         out[path] = (int(digit), float(prob))
     return out
@@ -159,6 +162,7 @@ def parse_lines(stdout: str) -> dict[str, tuple[int, float]]:
 def test_cli_predicts_files_and_folders(root, pictures):
     r = run_cli(root, "--model", TINY_PRESET, str(pictures))
     assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"# model: {TINY_PRESET}, run unknown, from models/{TINY_PRESET}/")
     got = parse_lines(r.stdout)
     assert len(got) == 4  # the .txt file is not picked up from a folder
     assert str(pictures / "sub" / "2_blue_ink.bmp") in got
@@ -174,7 +178,8 @@ def test_cli_json(root, pictures):
     items = json.loads(r.stdout)
     assert [Path(i["path"]).name for i in items] == ["0_black_on_white.png", "2_blue_ink.bmp"]
     for item in items:
-        assert set(item) == {"path", "digit", "probability", "probabilities"}
+        assert set(item) == {"path", "digit", "probability", "probabilities", "model", "warning"}
+        assert item["model"]["preset"] == TINY_PRESET
         assert set(item["probabilities"]) == {"0", "2", "5"}  # keyed by digit, not index
         assert item["digit"] == expected(item["path"])
         assert item["probability"] == max(item["probabilities"].values())
@@ -203,7 +208,7 @@ def test_cli_bad_inputs_do_not_stop_the_others(root, pictures, tmp_path):
     assert r.returncode == 1
     got = parse_lines(r.stdout)
     assert list(got) == [str(good)] and got[str(good)][0] == 0
-    errors = r.stderr.strip().splitlines()
+    errors = [e for e in r.stderr.strip().splitlines() if not e.startswith("warning: ")]
     messages = {
         "empty.png": "empty file",
         "text.jpg": "not an image",
@@ -354,7 +359,16 @@ def test_cli_with_mlflow_uris(root, pictures, store, model):
     assert len(items) == 4
     for item in items:
         assert item["digit"] == expected(item["path"]), item
-    assert "warning: " not in r.stderr  # the class map was found
+    assert "class map" not in r.stderr  # the class map was found
+    answered = items[0]["model"]
+    run = store["scratch_run"] if "scratch_run" in model else store["keras_run"]
+    assert answered["run_id"] == run
+    if spec.startswith("models:/"):
+        assert (answered["registered_model"], answered["version"], answered["alias"]) == (
+            "tiny-digits",
+            "1",
+            "champion",
+        )
     assert "type hint" not in r.stderr  # MLflow's advice to the model's author is not shown
 
 
