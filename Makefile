@@ -23,7 +23,7 @@ export PYTHONHASHSEED := 0
 # Stage commands in dvc.yaml run bin/python, which finds .venv itself: no PATH set-up here,
 # so `make repro` runs exactly what `.venv/bin/dvc repro` runs in a plain shell.
 
-.PHONY: bench bench-keras bench-sweep sweep benchmarks compare exps help setup repro test test-fast lint actionlint format ui clean \
+.PHONY: bench bench-keras bench-sweep sweep benchmarks compare exps help setup repro test test-fast lint actionlint format ui screens clean \
 	verify-repro verify-metrics server server-user server-stop \
 	serve serve-stop bench-serve
 
@@ -69,19 +69,16 @@ format: setup ## Fix lint where safe and format the code
 	$(BIN)/ruff format .
 
 PORT ?= 5000
-# The port is checked first: mlflow ui reports a busy port and still exits 0, and the browser
-# then shows whichever server owns it.
-ui: setup ## Serve mlflow ui for the project's store on 127.0.0.1:$(PORT) (make ui PORT=5001)
+# pipeline/devtools/ui.py: one uvicorn worker and no job runner (plain `mlflow ui` starts 4
+# workers and the huey job consumers); it checks the port first, since mlflow ui reports a
+# busy port and still exits 0, and the browser then shows whichever server owns it.
+ui: setup ## Serve MLflow's UI for the project's store on 127.0.0.1:$(PORT) (make ui PORT=5001)
 	@[[ "$(PORT)" =~ ^[0-9]+$$ ]] && (( $(PORT) > 0 && $(PORT) < 65536 )) || { \
 		echo "error: PORT=$(PORT) is not a port number (1-65535)" >&2; exit 2; }
-	@$(BIN)/python -c 'import socket, sys; s = socket.socket(); \
-		s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
-		s.bind(("127.0.0.1", int(sys.argv[1])))' "$(PORT)" 2>/dev/null || { \
-		echo "error: port $(PORT) on 127.0.0.1 is already in use; stop its server or run: make ui PORT=<another port>" >&2; \
-		exit 1; }
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) \
-		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
-		--default-artifact-root "$(CURDIR)/mlartifacts"
+	$(BIN)/python -m pipeline.devtools.ui --port $(PORT)
+
+screens: setup ## Screenshots of MLflow's UI on the project's store (headless Chromium) in reports/screens/
+	$(BIN)/python -m pipeline.devtools.screens
 
 server: setup ## Start the team tracking server: MLflow on PostgreSQL at http://127.0.0.1:5001
 	$(BIN)/python -m pipeline.server.cli start

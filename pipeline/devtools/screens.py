@@ -1,0 +1,469 @@
+"""Screenshots of MLflow's UI on the project's store, taken in headless Chromium
+(``make screens``): what a person sees first.
+
+    python -m pipeline.devtools.screens [--url http://127.0.0.1:5000] [--run RUN_ID]
+                                        [--out reports/screens] [--experiment NAME]
+
+Without ``--url`` it walks the tracking server ``MLFLOW_TRACKING_URI`` names, else serves the
+store as ``make ui`` does (pipeline/devtools/ui.py) on a free port of 127.0.0.1 and stops it
+at the end. Each page opens in a fresh browser profile
+(Debian's Chromium, the flags the tests use, driven over the DevTools protocol) and is
+drawn once it shows what it is for (a run's name; the confusion matrix, loaded). It writes,
+under ``--out``:
+
+- ``landing.png``: the experiment as a fresh browser opens it (``#/experiments/<id>``); the
+  project sets ``mlflow.experimentKind`` so that it opens on the training runs;
+- ``runs.png``: the runs table (``#/experiments/<id>/runs``);
+- ``run.png``: one training run's charts (``.../runs/<id>/model-metrics``): ``--run``, else
+  the newest finished run with a ``preset`` tag and a ``test_accuracy``.
+
+It prints each file it wrote, then one line per problem (a page that did not render, the
+landing view without the runs, training runs with the same name, no confusion-matrix image
+shown in the run's charts) and exits 1 when there was one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.core import config
+from pipeline.devtools import ui
+
+OUT = Path("reports/screens")
+READY_TIMEOUT = 120.0  # seconds for the UI to answer its experiments API
+PAGE_TIMEOUT = 60.0  # seconds for a page to show what it is for
+SETTLE = 1.5  # seconds more, for charts and tables to finish drawing
+CONFUSION_KEY = "confusion_matrix"  # the MLflow image key of the figure (tracking.log_images)
+WIDTH = 1600
+KIND_TAG = "mlflow.experimentKind"  # pipeline/tracking/store.py sets it on the experiment
+
+
+class ScreensError(RuntimeError):
+    """Nothing to walk: no browser, no server, no experiment; the message says which."""
+
+
+# --------------------------------------------------------------------------- Chromium
+
+
+def chromium() -> str:
+    """Debian's Chromium (or another Chromium-based browser on PATH)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ScreensError("no Chromium on PATH (Debian: apt-get install chromium)")
+
+
+def headless(profile: Path, *args: str) -> list[str]:
+    """Chromium headless with a fresh ``profile`` and nothing fetched in the background (the
+    flags of tests/helpers.py), then ``args``."""
+    return [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+
+
+def _above_4(fd: int) -> int:
+    """``fd`` moved to a number above 4 (not inherited)."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 5)
+    os.close(fd)
+    return moved
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+    it reads commands on fd 3 and writes replies and events on fd 4, each a JSON text ended by
+    NUL), so no port and no websocket."""
+
+    def __init__(self, profile: Path):
+        # all four above 4, so that dup2 in the child moves each onto 3 or 4
+        to_child_r, self._to_child = map(_above_4, os.pipe())
+        self._from_child, from_child_w = map(_above_4, os.pipe())
+
+        def fds() -> None:  # in the child, before exec: its fds 3 and 4
+            os.dup2(to_child_r, 3)
+            os.dup2(from_child_w, 4)
+
+        self.proc = subprocess.Popen(
+            headless(profile, "--hide-scrollbars", "--remote-debugging-pipe", "about:blank"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=fds,
+            close_fds=False,  # subprocess would close fds 3 and 4 after preexec_fn
+            start_new_session=True,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._buf = bytearray()
+        self._next = 0
+
+    def _read_message(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ScreensError("Chromium did not answer in time")
+            ready, _, _ = select.select([self._from_child], [], [], left)
+            if ready:
+                chunk = os.read(self._from_child, 1 << 20)
+                if not chunk:
+                    raise ScreensError(f"Chromium exited ({self.proc.poll()})")
+                self._buf += chunk
+        end = self._buf.index(b"\0")
+        text = bytes(self._buf[:end])
+        del self._buf[: end + 1]
+        return json.loads(text)
+
+    def send(self, method: str, session: str | None = None, timeout: float = 60, **params: Any):
+        """Send a command (to ``session``: a page's); its result."""
+        self._next += 1
+        msg: dict[str, Any] = {"id": self._next, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._to_child, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read_message(deadline)
+            if reply.get("id") == self._next:  # events have no id
+                if "error" in reply:
+                    raise ScreensError(f"Chromium: {method}: {reply['error'].get('message')}")
+                return reply.get("result", {})
+
+    def page(self, url: str, width: int, height: int) -> str:
+        """A new tab of ``width`` x ``height`` on ``url``; its session."""
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            session,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        self.send("Page.navigate", session, url=url)
+        return session
+
+    def evaluate(self, session: str, expression: str) -> Any:
+        result = self.send("Runtime.evaluate", session, expression=expression, returnByValue=True)
+        return result.get("result", {}).get("value")
+
+    def wait_for(self, session: str, expression: str, timeout: float) -> bool:
+        """Whether ``expression`` became true within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ScreensError):  # e.g. the page is between documents
+                if self.evaluate(session, expression):
+                    return True
+            time.sleep(0.25)
+        return False
+
+    def screenshot(self, session: str, png: Path) -> None:
+        data = self.send("Page.captureScreenshot", session, format="png")["data"]
+        png.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        with contextlib.suppress(ScreensError, OSError):
+            self.send("Browser.close", timeout=10)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the browser this module started
+            self.proc.wait()
+        os.close(self._to_child)
+        os.close(self._from_child)
+
+
+def blank(png: Path) -> bool:
+    """A page that drew nothing to speak of (a few flat colours)."""
+    from PIL import Image
+
+    with Image.open(png) as img:
+        colours = img.convert("RGB").getcolors(maxcolors=64)
+    return colours is not None and len(colours) < 16
+
+
+# --------------------------------------------------------------------------- MLflow's REST API
+
+
+def api(base: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``GET`` (or ``POST`` ``body`` to) ``<base>/api/2.0/mlflow/<path>``."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise
+        raise ScreensError(f"{req.full_url} answered {exc.code} {exc.reason}") from None
+
+
+def _tags(entity: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t.get("value", "") for t in entity.get("tags", [])}
+
+
+@dataclass
+class Run:
+    run_id: str
+    name: str
+    status: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Run:
+        data = raw.get("data", {})
+        return cls(
+            run_id=raw["info"]["run_id"],
+            name=raw["info"].get("run_name", ""),
+            status=raw["info"].get("status", ""),
+            tags=_tags(data),
+            metrics={m["key"]: m["value"] for m in data.get("metrics", [])},
+        )
+
+
+def experiment(base: str, name: str) -> tuple[str, dict[str, str]]:
+    """The id and tags of experiment ``name``."""
+    query = urllib.parse.urlencode({"experiment_name": name})
+    try:
+        exp = api(base, f"experiments/get-by-name?{query}")["experiment"]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise ScreensError(
+                f"no experiment {name!r} in the store: run the pipeline first (make repro)"
+            ) from None
+        raise
+    return exp["experiment_id"], _tags(exp)
+
+
+def runs(base: str, exp_id: str) -> list[Run]:
+    """The experiment's active runs, newest first."""
+    found: list[Run] = []
+    token = None
+    while True:
+        body = {
+            "experiment_ids": [exp_id],
+            "max_results": 1000,
+            "order_by": ["attributes.start_time DESC"],
+        }
+        if token:
+            body["page_token"] = token
+        page = api(base, "runs/search", body)
+        found += [Run.parse(r) for r in page.get("runs", [])]
+        token = page.get("next_page_token")
+        if not token:
+            return found
+
+
+def pick_run(all_runs: list[Run]) -> Run | None:
+    """The newest finished training run with a test accuracy, else the newest training run."""
+    trained = [r for r in all_runs if "preset" in r.tags]
+    evaluated = [r for r in trained if r.status == "FINISHED" and "test_accuracy" in r.metrics]
+    return (evaluated or trained or [None])[0]
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def wait_ready(base: str, proc: subprocess.Popen | None, timeout: float = READY_TIMEOUT) -> float:
+    """Seconds until ``base`` answers its experiments API with 200 (``proc``: the server
+    started for it, whose exit ends the wait)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise ScreensError(f"the MLflow UI exited ({proc.returncode}) before it answered")
+        try:
+            api(base, "experiments/search?max_results=1")
+            return time.monotonic() - start
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    raise ScreensError(f"{base} did not answer within {timeout:.0f} s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((ui.HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_ui(log: Path) -> tuple[subprocess.Popen, str]:
+    """``make ui``'s server on a free port, in a session of its own; it and its base URL."""
+    port = free_port()
+    cmd, env = ui.command(port)
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return proc, f"http://{ui.HOST}:{port}"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the server ``start_ui`` started: SIGTERM (mlflow passes it to uvicorn), then its
+    process group is killed if it is still there after 15 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group of the server this module started
+    proc.wait()
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+# JavaScript run in the page: true once it shows what it is for
+SHOWS_ANY_TEXT = "(names => names.some(n => document.body && document.body.innerText.includes(n)))"
+SHOWS_IMAGE = (
+    "(key => [...document.images].some(i => i.complete && i.naturalWidth > 0"
+    " && decodeURIComponent(i.currentSrc || i.src).includes(key)))"
+)
+
+
+def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
+    """Screenshot the pages of experiment ``name``, printing each file written; the problems
+    seen, one line each."""
+    problems: list[str] = []
+    exp_id, exp_tags = experiment(base, name)
+    if KIND_TAG not in exp_tags:
+        problems.append(
+            f"experiment {name!r} has no {KIND_TAG} tag: a fresh browser opens it on the GenAI "
+            "overview (any training run sets it)"
+        )
+    all_runs = runs(base, exp_id)
+    trained = [r for r in all_runs if "preset" in r.tags]
+    for run_name, count in sorted(Counter(r.name for r in trained).items()):
+        if count > 1:
+            problems.append(f"{count} training runs are named {run_name!r}: the table cannot tell")
+    if run_id:
+        chosen = next((r for r in all_runs if r.run_id == run_id), None)
+        if chosen is None:
+            problems.append(f"no active run {run_id} in experiment {name!r}")
+    else:
+        chosen = pick_run(all_runs)
+        if chosen is None:
+            problems.append(f"no training run in experiment {name!r} (no run has a preset tag)")
+    names = json.dumps([r.name for r in trained[:20] if r.name])
+    pages = [
+        ("landing.png", f"experiments/{exp_id}", 1000, f"experiment {name!r} as it opens",
+         f"{SHOWS_ANY_TEXT}({names})", "the experiment opened without its training runs"),
+        ("runs.png", f"experiments/{exp_id}/runs", 1000, f"the runs table ({len(all_runs)} runs)",
+         f"{SHOWS_ANY_TEXT}({names})", "the runs table shows no training run"),
+    ]  # fmt: skip
+    if chosen is not None:
+        pages.append((
+            "run.png", f"experiments/{exp_id}/runs/{chosen.run_id}/model-metrics", 2400,
+            f"the charts of run {chosen.name!r} ({chosen.run_id})",
+            f"{SHOWS_IMAGE}({json.dumps(CONFUSION_KEY)})",
+            f"no {CONFUSION_KEY} image in the charts of run {chosen.name!r}",
+        ))  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="screens-profile-") as profile:
+        browser = Browser(Path(profile))
+        try:
+            for file, route, height, what, shows, missing in pages:
+                png = out / file
+                png.unlink(missing_ok=True)
+                url = f"{base}/#/{route}"
+                try:
+                    session = browser.page(url, WIDTH, height)
+                    if not browser.wait_for(session, shows, PAGE_TIMEOUT):
+                        problems.append(f"{file}: {missing} ({url})")
+                    time.sleep(SETTLE)  # charts and tables finish drawing
+                    browser.screenshot(session, png)
+                except ScreensError as exc:
+                    problems.append(f"{file}: {exc}")
+                    continue
+                print(f"wrote {png}: {what}", flush=True)
+                if blank(png):
+                    problems.append(f"{file}: the page drew nothing ({url})")
+        finally:
+            browser.close()
+    return problems
+
+
+def _serve_and_walk(args: argparse.Namespace, name: str, tmp: Path) -> list[str]:
+    """Walk ``--url``, the tracking server ``MLFLOW_TRACKING_URI`` names, or the store served
+    here for the walk."""
+    store = ui.store_uri()
+    url = args.url or (store if store.startswith(("http://", "https://")) else None)
+    if url:
+        base = url.rstrip("/")
+        wait_ready(base, None, timeout=10)
+        return walk(base, args.out, name, args.run)
+    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).is_file():
+        # mlflow ui would create an empty one
+        raise ScreensError(f"no MLflow store at {store}: run the pipeline first (make repro)")
+    log = tmp / "ui.log"
+    proc, base = start_ui(log)
+    try:
+        try:
+            took = wait_ready(base, proc)
+        except ScreensError as exc:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise ScreensError(f"{exc}: {' '.join(tail)}") from None
+        print(f"MLflow UI of {ui.store_uri()} answered on {base} in {took:.1f} s", flush=True)
+        return walk(base, args.out, name, args.run)
+    finally:
+        stop(proc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.devtools.screens",
+        description="Screenshots of MLflow's UI on the project's store, in headless Chromium.",
+    )
+    parser.add_argument("--url", help="a running MLflow UI (default: serve the store here)")
+    parser.add_argument("--out", type=Path, default=config.ROOT / OUT)
+    parser.add_argument("--experiment", help="default: params.yaml's mlflow.experiment")
+    parser.add_argument("--run", help="the run whose charts to draw (default: the newest trained)")
+    args = parser.parse_args(argv)
+    name = args.experiment
+    if name is None:
+        from pipeline.core import params
+
+        name = params.load().mlflow.experiment
+    with tempfile.TemporaryDirectory(prefix="screens-") as tmp:
+        try:
+            chromium()
+            problems = _serve_and_walk(args, name, Path(tmp))
+        except ScreensError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    for line in problems:
+        print(f"problem: {line}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
