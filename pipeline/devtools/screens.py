@@ -51,6 +51,7 @@ from pipeline.devtools import ui
 OUT = Path("reports/screens")
 READY_TIMEOUT = 120.0  # seconds for the UI to answer its experiments API
 PAGE_TIMEOUT = 60.0  # seconds for a page to show what it is for
+RUN_HEIGHT = 6000  # tall enough that every chart of a run is drawn (they draw when seen)
 SETTLE = 1.5  # seconds more, for charts and tables to finish drawing
 CONFUSION_KEY = "confusion_matrix"  # the MLflow image key of the figure (tracking.log_images)
 WIDTH = 1600
@@ -344,9 +345,12 @@ def stop(proc: subprocess.Popen) -> None:
 
 # JavaScript run in the page: true once it shows what it is for
 SHOWS_ANY_TEXT = "(names => names.some(n => document.body && document.body.innerText.includes(n)))"
-SHOWS_IMAGE = (
+SHOWS_IMAGE = (  # loaded, and on top where it is drawn (not under a card's text)
     "(key => [...document.images].some(i => i.complete && i.naturalWidth > 0"
-    " && decodeURIComponent(i.currentSrc || i.src).includes(key)))"
+    " && decodeURIComponent(i.currentSrc || i.src).includes(key)"
+    " && (r => r.width > 50 && r.height > 50"
+    " && document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === i)"
+    "(i.getBoundingClientRect())))"
 )
 
 
@@ -390,7 +394,7 @@ def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
     ]  # fmt: skip
     if chosen is not None:
         pages.append((
-            "run.png", f"experiments/{exp_id}/runs/{chosen.run_id}/model-metrics", 2400,
+            "run.png", f"experiments/{exp_id}/runs/{chosen.run_id}/model-metrics", RUN_HEIGHT,
             f"the charts of run {chosen.name!r} ({chosen.run_id})",
             f"{SHOWS_IMAGE}({json.dumps(CONFUSION_KEY)})",
             f"no {CONFUSION_KEY} image in the charts of run {chosen.name!r}",
