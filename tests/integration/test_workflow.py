@@ -353,7 +353,7 @@ def test_workflow_reruns_one_model_and_reports_it_with_a_remote(tiny_built, tmp_
     assert fences_closed(summary)
     assert any((remote / "files").rglob("*")) and any((remote / "runs").rglob("*"))
     page = (root / "pr-report" / "index.html").read_text()
-    assert "dense_mlp confusion matrix (test)" in page
+    assert "dense_mlp__confusion_matrix" in page  # the plot "dense_mlp: confusion matrix"
     assert "origin/main" in page  # the base revision's side is drawn too
     if (root / "tools" / "vega" / "dvc_plots.html").is_file():
         assert "cdn.jsdelivr" not in page and "vegaEmbed" in page
