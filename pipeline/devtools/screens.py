@@ -74,20 +74,21 @@ def chromium() -> str:
     raise ScreensError("no Chromium on PATH (Debian: apt-get install chromium)")
 
 
+# Headless, nothing fetched in the background (this machine's network refuses it); the tests'
+# Chromium command lines (tests/helpers.py) use the same flags.
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+)
+
+
 def headless(profile: Path, *args: str) -> list[str]:
-    """Chromium headless with a fresh ``profile`` and nothing fetched in the background (the
-    flags of tests/helpers.py), then ``args``."""
-    return [
-        chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
+    """Chromium headless with a fresh ``profile``, then ``args``."""
+    return [chromium(), *HEADLESS_FLAGS, f"--user-data-dir={profile}", *args]
 
 
 def _above_4(fd: int) -> int:
