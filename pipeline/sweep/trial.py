@@ -7,6 +7,7 @@ import inspect
 import math
 import os
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,9 @@ from pipeline.sweep.spec import TRIAL_INDEX
 
 # Ray hands these to the driver in every result (progress lines, MLflow tags, tests).
 NODE_ID, TRIAL_SEED, TRIAL_ERROR, PID = "node_id", "trial_seed", "trial_error", "pid"
+# Seconds since the trial's training began, as the worker measures them (in each result):
+# the driver's wall of a trial minus this is what Ray itself cost (pipeline/sweep/bench.py).
+TRAIN_S = "train_s"
 
 
 def trial_seed(sweep_seed: int, index: int) -> int:
@@ -90,11 +94,12 @@ def train_trial(
     seed = trial_seed(sweep_seed, index)
     info = {NODE_ID: node, TRIAL_SEED: seed, PID: os.getpid()}
     values = {k: v for k, v in config.items() if k != TRIAL_INDEX}
+    t0 = time.perf_counter()
     try:
         mp = with_overrides(ModelParams.model_validate(preset), values, n_classes, image_shape)
         run_trial(
             config, mp, train, val, seed=seed, cpus=cpus,
-            report=lambda row: tune.report({**row, **info}),
+            report=lambda row: tune.report({**row, **info, TRAIN_S: time.perf_counter() - t0}),
         )  # fmt: skip
     except Exception as exc:
         line = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
