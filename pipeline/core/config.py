@@ -79,6 +79,13 @@ def params_check_file(root: Path = ROOT) -> Path:
     return root / "reports" / "params_ok.txt"
 
 
+def running_dir(root: Path = ROOT) -> Path:
+    """reports/running/: one marker file per stage process while it runs (git ignores
+    them); a marker left by a killed stage makes check_params, which depends on this
+    folder, run in the next ``dvc repro`` and clean up (pipeline/core/runner.py)."""
+    return root / "reports" / "running"
+
+
 def validation_dir(root: Path = ROOT) -> Path:
     """reports/validation/: GX data docs (index.html) and summary.json."""
     return root / "reports" / "validation"

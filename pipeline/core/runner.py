@@ -90,6 +90,48 @@ def clean_up(stage: str, params: params_mod.Params, name: str | None) -> None:
         )
 
 
+def _proc_start(pid: int) -> str | None:
+    """Start time of process ``pid`` in clock ticks (pids are reused); None: no such."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def mark_running(label: str) -> Path | None:
+    """Create this process's marker in reports/running/ (``<label>.<pid>``, holding its
+    start time); the caller removes it on any exit a handler sees. Only SIGKILL or a power
+    loss leaves it, and check_params (which depends on the folder) then runs again."""
+    folder = config.running_dir()
+    if not folder.is_dir():  # an old checkout without the folder: no marker
+        return None
+    marker = folder / f"{label}.{os.getpid()}"
+    try:
+        marker.write_text(f"{_proc_start(os.getpid()) or ''}\n")
+    except OSError:  # best effort: a stage never fails for its marker
+        return None
+    return marker
+
+
+def stale_markers() -> list[Path]:
+    """Markers in reports/running/ whose process is gone (no such pid, or a new process
+    with the same pid)."""
+    folder = config.running_dir()
+    stale = []
+    for marker in sorted(folder.glob("*.*")) if folder.is_dir() else []:
+        pid = marker.name.rsplit(".", 1)[1]
+        if not pid.isdigit() or marker.name == ".gitignore":
+            continue
+        try:
+            started = marker.read_text().strip()
+        except OSError:
+            continue
+        now = _proc_start(int(pid))
+        if now is None or (started and now != started):
+            stale.append(marker)
+    return stale
+
+
 def _restore_outs(label: str) -> None:
     """After a failure under ``dvc repro``: DVC removed the stage's outs before running it;
     put the previous ones back from its cache (pipeline/core/dvc_outs.py), one line each.
@@ -125,6 +167,7 @@ def run_stage(
     label = f"{stage}@{argv[0]}" if section else stage
     logging.basicConfig(level=logging.INFO, format=f"{label}: %(message)s", stream=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _terminate)
+    marker = None if stage == "check_params" else mark_running(label)
     try:
         params = params_mod.load()
         if section:
@@ -152,6 +195,8 @@ def run_stage(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if marker is not None:
+            marker.unlink(missing_ok=True)
     if stage == "evaluate" and under_dvc():
         _keep_in_cache(outputs(stage, params, argv[0])[1:])  # the metrics files
     print(f"{label}: {summary}")

@@ -62,12 +62,39 @@ def check_train_sizes(params: Params, root=config.ROOT) -> str:
     )
 
 
+def clean_up_killed(params: Params) -> str:
+    """After a stage killed by SIGKILL (its marker left in reports/running/, which this
+    stage depends on, so the next `dvc repro` runs this stage even when DVC restores the
+    killed stage's outputs from its run cache): mark KILLED the MLflow runs whose process
+    is gone and remove the markers. Hidden temporaries were removed by the runner
+    (``clean_up``). Best effort: a store that cannot be reached keeps the markers."""
+    stale = runner.stale_markers()
+    if not stale:
+        return ""
+    names = ", ".join(m.name for m in stale)
+    try:
+        from pipeline import tracking
+
+        tracking.setup(params.mlflow.experiment)
+        killed = tracking.kill_orphan_runs()
+    except Exception as exc:  # the check itself must not fail on the store
+        print(f"check_params: warning: runs of killed stages ({names}) not closed: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return ""
+    for marker in stale:
+        marker.unlink(missing_ok=True)
+    return f"; cleaned up after killed stage(s) {names} ({len(killed)} run(s) marked KILLED)"
+
+
 def main(argv: list[str] | None = None) -> int:
     def body(params: Params) -> str:
+        killed = clean_up_killed(params)
         sizes = check_train_sizes(params)
         atomic_write(config.params_check_file(), STAMP)
         n = len(params.models)
-        return f"params.yaml is valid ({len(params.datasets)} datasets, {n} models; {sizes})"
+        return (
+            f"params.yaml is valid ({len(params.datasets)} datasets, {n} models; {sizes}){killed}"
+        )
 
     return runner.run_stage("check_params", body, argv)
 

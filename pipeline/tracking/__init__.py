@@ -35,6 +35,7 @@ from pipeline.tracking.lookup import (
     run_params_and_tags,
 )
 from pipeline.tracking.models import log_keras_model, log_pyfunc_model
+from pipeline.tracking.orphans import kill_orphan_runs
 from pipeline.tracking.provenance import file_md5, git_status, repro_id, run_tags
 from pipeline.tracking.pulled import reopen_or_continue, run_exists, source_label
 from pipeline.tracking.registry import (
@@ -71,6 +72,7 @@ __all__ = [
     "file_md5",
     "find_run",
     "git_status",
+    "kill_orphan_runs",
     "load_pyfunc",
     "load_run_id",
     "local_model_folder",
