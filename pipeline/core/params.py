@@ -570,16 +570,17 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"train.learning_rate": 0.001, "arch.0.filters": 32, ...}`` for MLflow params."""
+def flatten(obj: Any, prefix: str = "", lists: bool = True) -> dict[str, Any]:
+    """``{"train.learning_rate": 0.001, "arch.0.filters": 32, ...}`` for MLflow params;
+    ``lists=False`` keeps a list as one value (``{"arch": [...]}``)."""
     d = to_dict(obj)
     out: dict[str, Any] = {}
     if isinstance(d, dict):
         for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-    elif isinstance(d, list):
+            out.update(flatten(v, f"{prefix}{k}.", lists))
+    elif isinstance(d, list) and lists:
         for i, v in enumerate(d):
-            out.update(flatten(v, f"{prefix}{i}."))
+            out.update(flatten(v, f"{prefix}{i}.", lists))
     else:
-        out[prefix.rstrip(".")] = d
+        out[prefix[:-1] if prefix.endswith(".") else prefix] = d
     return out

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import config
+from pipeline.core.params import flatten
 
 WIDTH = 120
 GAP = "  "
@@ -40,22 +41,15 @@ class Row:
     note: str = ""  # an error or a queued/running state
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out |= _flat(v, f"{prefix}{k}.")
-        return out
-    return {prefix[:-1]: d}
-
-
 def _created(ts: str | None) -> str:
     return ts.replace("T", " ")[5:16] if ts else "-"  # 2026-12-03T14:54:50 -> 12-03 14:54
 
 
 def _row(label: str, rev: dict, state: str | None = None) -> Row:
     data = rev.get("data") or {}
-    params = _flat(((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {})
+    params = flatten(
+        ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {}, lists=False
+    )
     metrics = {
         Path(path).stem: m["data"]
         for path, m in (data.get("metrics") or {}).items()

@@ -13,6 +13,7 @@ import yaml
 from pipeline.core import config, numenv
 from pipeline.core.dvc_outs import lock_stages
 from pipeline.core.io import file_digest
+from pipeline.core.params import flatten
 from pipeline.tracking.orphans import boot_id, proc_parent, proc_start
 
 
@@ -82,15 +83,6 @@ def file_md5(path: Path) -> str:
     return file_digest(path, "md5")
 
 
-def _flat(tree: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(tree, dict):
-        out: dict[str, object] = {}
-        for key, value in tree.items():
-            out |= _flat(value, f"{prefix}{key}.")
-        return out
-    return {prefix[:-1]: tree}
-
-
 def changed_params(root: Path = config.ROOT) -> dict[str, object]:
     """The params.yaml keys (dotted) whose value differs from the committed params.yaml
     (``git show HEAD:params.yaml``), with the working value (None: removed); {} when either
@@ -103,7 +95,7 @@ def changed_params(root: Path = config.ROOT) -> dict[str, object]:
         return {}
     if not isinstance(now, dict) or not isinstance(base, dict):
         return {}
-    new, old = _flat(now), _flat(base)
+    new, old = flatten(now, lists=False), flatten(base, lists=False)
     return {k: new.get(k) for k in sorted(new.keys() | old.keys()) if new.get(k) != old.get(k)}
 
 
