@@ -11,8 +11,9 @@ at the end. Each page opens in a fresh browser profile
 drawn once it shows what it is for (a run's name; the confusion matrix, loaded). It writes,
 under ``--out``:
 
-- ``landing.png``: the experiment as a fresh browser opens it (``#/experiments/<id>``); the
-  project sets ``mlflow.experimentKind`` so that it opens on the training runs;
+- ``landing.png``: the address ``make ui`` prints, as a fresh browser opens it (the
+  experiment's training runs on MLflow's "Model training" view: pipeline/devtools/ui.py says
+  why the address, not the ``mlflow.experimentKind`` tag, picks the view);
 - ``runs.png``: the runs table (``#/experiments/<id>/runs``);
 - ``run.png``: one training run's charts (``.../runs/<id>/model-metrics``): ``--run``, else
   the newest finished run with a ``preset`` tag and a ``test_accuracy``.
@@ -355,12 +356,11 @@ SHOWS_IMAGE = (  # loaded, and on top where it is drawn (not under a card's text
 )
 
 
-# MLflow 3.17's UI picks the view from the browser's "GenAI | Model training" switch (local
-# storage mlflow.workflowType, default genai; or ?workflowType= in the URL), not from the tag.
-LANDING_MISSING = (
-    "the experiment opened without its training runs (MLflow's GenAI view: a fresh browser "
-    "needs ?workflowType=machine_learning in the URL or a click on Model training)"
-)
+# MLflow 3.17's UI picks the view from ?workflowType= in the URL, else the browser's "GenAI |
+# Model training" switch (local storage mlflow.workflowType, default genai), not from the tag:
+# make ui prints an address that names the view (ui.landing_url).
+LANDING_MISSING = "make ui's address opened without the experiment's training runs"
+ON_RUNS = f"(h => h.includes('/runs') && h.includes({ui.TRAINING_VIEW!r}))(location.hash)"
 
 
 def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
@@ -370,8 +370,8 @@ def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
     exp_id, exp_tags = experiment(base, name)
     if KIND_TAG not in exp_tags:
         problems.append(
-            f"experiment {name!r} has no {KIND_TAG} tag: a fresh browser opens it on the GenAI "
-            "overview (any training run sets it)"
+            f"experiment {name!r} has no {KIND_TAG} tag: MLflow does not know it holds model "
+            "training (any training run sets it)"
         )
     all_runs = runs(base, exp_id)
     trained = [r for r in all_runs if "preset" in r.tags]
@@ -388,8 +388,9 @@ def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
             problems.append(f"no training run in experiment {name!r} (no run has a preset tag)")
     names = json.dumps([r.name for r in trained[:20] if r.name])
     pages = [
-        ("landing.png", f"experiments/{exp_id}", 1000, f"experiment {name!r} as it opens",
-         f"{SHOWS_ANY_TEXT}({names})", LANDING_MISSING),
+        ("landing.png", ui.landing_url(base, exp_id), 1000,
+         f"experiment {name!r} as make ui's address opens it",
+         f"{ON_RUNS} && {SHOWS_ANY_TEXT}({names})", LANDING_MISSING),
         ("runs.png", f"experiments/{exp_id}/runs", 1000, f"the runs table ({len(all_runs)} runs)",
          f"{SHOWS_ANY_TEXT}({names})", "the runs table shows no training run"),
     ]  # fmt: skip
@@ -407,7 +408,7 @@ def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
             for file, route, height, what, shows, missing in pages:
                 png = out / file
                 png.unlink(missing_ok=True)
-                url = f"{base}/#/{route}"
+                url = route if "://" in route else f"{base}/#/{route}"
                 try:
                     session = browser.page(url, WIDTH, height)
                     if not browser.wait_for(session, shows, PAGE_TIMEOUT):

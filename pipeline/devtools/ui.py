@@ -9,14 +9,25 @@ trace archival); a viewer needs one worker and no jobs, so this runs ``mlflow ui
 --workers 1`` with ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``. The port is checked first:
 ``mlflow ui`` reports a busy port and still exits 0, and the browser then shows whichever
 server owns it.
+
+It prints the address to open: the experiment's training runs
+(``#/experiments/<id>/runs?workflowType=machine_learning``). MLflow 3.17's UI chooses between
+its GenAI and "Model training" views from ``?workflowType=`` in the address, else the browser's
+saved choice of the sidebar switch (local storage ``mlflow.workflowType``, default ``genai``);
+it does not read the experiment's ``mlflow.experimentKind`` tag (the flag that would,
+``Z0`` in the built ``main.*.js``, is hard-wired on), so a fresh browser opening the bare
+experiment address lands on the GenAI overview.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
+import sqlite3
 import sys
+import urllib.parse
 from pathlib import Path
 
 from pipeline.core import config
@@ -25,6 +36,8 @@ HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 # What a local viewer does not need (MLflow 3.17's server, mlflow/server/__init__.py).
 VIEWER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# The query that opens MLflow 3.17's UI on its "Model training" view (module docstring).
+TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def store_uri(root: Path = config.ROOT) -> str:
@@ -53,6 +66,42 @@ def command(port: int, root: Path = config.ROOT) -> tuple[list[str], dict[str, s
     return argv, {**os.environ, **VIEWER_ENV}
 
 
+def experiment_id(uri: str, name: str) -> str | None:
+    """The id of active experiment ``name`` in the database store ``uri`` (read directly, so
+    that nothing slows the server's start), or None: none yet, or not a database store."""
+    query = "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'active'"
+    try:
+        if uri.startswith("sqlite:///"):
+            db = Path(uri[len("sqlite:///") :])
+            if not db.is_file():
+                return None
+            with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+                row = con.execute(query, (name,)).fetchone()
+        elif "://" in uri and not uri.startswith(("http://", "https://", "file:")):
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(uri)
+            try:
+                with engine.connect() as con:
+                    row = con.execute(
+                        sqlalchemy.text(query.replace("?", ":name")), {"name": name}
+                    ).first()
+            finally:
+                engine.dispose()
+        else:
+            return None
+    except Exception:  # no schema yet, unreachable database: the address without the id
+        return None
+    return None if row is None else str(row[0])
+
+
+def landing_url(base: str, exp_id: str | None) -> str:
+    """Where a fresh browser should open ``base``: experiment ``exp_id``'s training runs, else
+    the experiments list, both on MLflow's "Model training" view."""
+    route = f"experiments/{urllib.parse.quote(exp_id)}/runs" if exp_id else "experiments"
+    return f"{base}/#/{route}?{TRAINING_VIEW}"
+
+
 def port_free(port: int) -> bool:
     """Whether a server could listen on ``HOST:port`` now."""
     with socket.socket() as s:
@@ -79,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     cmd, env = command(args.port)
-    print(f"MLflow UI of {store_uri()} on http://{HOST}:{args.port} (Ctrl-C stops it)", flush=True)
+    from pipeline.core import params
+
+    name = params.load().mlflow.experiment
+    url = landing_url(f"http://{HOST}:{args.port}", experiment_id(store_uri(), name))
+    print(f"MLflow UI of {store_uri()} (Ctrl-C stops it); open {url}", flush=True)
     os.execve(cmd[0], cmd, env)  # this process becomes the server: Ctrl-C and kill reach it
     return 0  # not reached
 

@@ -67,9 +67,9 @@ def store_lock(uri: str) -> FileLock | nullcontext:
     return FileLock(str(db) + ".lock")
 
 
-# The UI opens an experiment on the view its kind names; without this tag MLflow 3 guesses,
-# and a fresh browser lands on the GenAI overview. "custom_model_development" is the value
-# the UI's ExperimentKind gives classic ML training (its Runs table).
+# The experiment's kind, "custom_model_development" (the UI's ExperimentKind for classic ML
+# training). MLflow 3.17's UI shows it but opens its view from ?workflowType= or the browser's
+# saved switch (pipeline/devtools/ui.py prints an address that names the training view).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 

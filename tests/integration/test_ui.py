@@ -123,8 +123,12 @@ def test_make_ui_serves_one_worker_without_jobs_and_screens_walk_it(tmp_path):
         # the store it opened is MLFLOW_TRACKING_URI's
         req = f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=mnist"
         with urllib.request.urlopen(req) as resp:
-            tags = {t["key"]: t["value"] for t in json.load(resp)["experiment"]["tags"]}
+            exp = json.load(resp)["experiment"]
+        tags = {t["key"]: t["value"] for t in exp["tags"]}
         assert tags["mlflow.experimentKind"] == "custom_model_development"
+        # the address it prints opens the experiment's runs on MLflow's training view
+        landing = f"{base}/#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning"
+        assert f"open {landing}\n" in (tmp_path / "ui.log").read_text()
         # under make: `mlflow ui` and one uvicorn process, no job runner nor huey consumer
         cmds = [c for c in map(_cmdline, _children(make.pid)) if "python" in c.split(" ")[0]]
         assert len(cmds) == 2, cmds
@@ -150,6 +154,7 @@ def test_make_ui_serves_one_worker_without_jobs_and_screens_walk_it(tmp_path):
     assert out.returncode == (1 if problems else 0), out.stdout + out.stderr
     assert all(line.startswith("problem: ") for line in problems), out.stderr
     assert not any("training runs are named" in line for line in problems), out.stderr
+    assert not any(line.startswith("problem: landing.png") for line in problems), out.stderr
     for name in ("landing", "runs", "run"):
         png = tmp_path / "screens" / f"{name}.png"
         assert f"wrote {png}" in out.stdout

@@ -83,3 +83,25 @@ def test_a_flat_page_is_blank_and_a_drawn_one_is_not(tmp_path):
     Image.fromarray(drawn).save(tmp_path / "drawn.png")
     assert screens.blank(tmp_path / "flat.png")
     assert not screens.blank(tmp_path / "drawn.png")
+
+
+def test_make_ui_prints_the_experiments_training_runs_on_the_training_view(tmp_path):
+    """MLflow 3.17's UI opens the GenAI view unless the address names ?workflowType=
+    (pipeline/devtools/ui.py); the id is read from the store that pipeline.tracking wrote."""
+    from pipeline import tracking
+
+    tracking.setup("mnist", root=tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp_id = ui.experiment_id(uri, "mnist")
+    assert exp_id is not None and exp_id != "0"  # not the Default experiment
+    assert ui.landing_url("http://127.0.0.1:5000", exp_id) == (
+        f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+    )
+    # no such experiment, no store yet, a server's store: the list, on the same view
+    assert ui.experiment_id(uri, "other") is None
+    assert ui.experiment_id(f"sqlite:///{tmp_path}/none.db", "mnist") is None
+    assert not (tmp_path / "none.db").exists()
+    assert ui.experiment_id("http://127.0.0.1:5000", "mnist") is None
+    assert ui.landing_url("http://h:1", None) == (
+        "http://h:1/#/experiments?workflowType=machine_learning"
+    )
