@@ -88,6 +88,7 @@ def test_a_base_without_environments_and_an_unknown_base(project):
     assert warnings == [] and section[0].startswith("_`git ls-tree no-such-branch` failed: ")
 
 
+@pytest.mark.slow  # runs dvc (seconds of CPU a call)
 def test_the_line_tops_the_summary_and_the_plots_page(project, tmp_path):
     other_kernels(project, "keras_cnn")
     text = pr_report.summary("HEAD", tmp_path / "out", project)  # dvc parts: one line each
@@ -119,9 +120,10 @@ def dvc(root: Path, *args: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.fixture
-def dvc_project(tmp_path) -> Path:
-    root = tmp_path / "dvcproj"
+@pytest.fixture(scope="module")
+def dvc_base(tmp_path_factory) -> Path:
+    """The base commit, built once for the module (git + dvc init, dvc add: seconds of CPU)."""
+    root = tmp_path_factory.mktemp("pr") / "dvcproj"
     (root / "metrics").mkdir(parents=True)
     (root / "plots").mkdir()
     git(root, "init", "-q")
@@ -143,12 +145,19 @@ def dvc_project(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture
+def dvc_project(dvc_base, tmp_path) -> Path:
+    """A private copy of ``dvc_base`` (its git repository and DVC cache) that a test may change."""
+    return shutil.copytree(dvc_base, tmp_path / "dvcproj", symlinks=True)
+
+
 def write_metrics(root: Path, model: str, **changed: object) -> None:
     (root / "metrics" / f"{model}.json").write_text(
         json.dumps(BASE_METRICS[model] | changed) + "\n"
     )
 
 
+@pytest.mark.slow  # runs dvc (seconds of CPU a call)
 def test_metrics_rows_follow_params_order_and_say_better_or_worse(dvc_project):
     write_metrics(dvc_project, "alpha_cnn", accuracy=0.96, errors=40, loss=0.25)
     write_metrics(dvc_project, "zeta_mlp", loss=0.28, n_test=1200, macro_f1=0.9)
@@ -179,6 +188,7 @@ def test_a_tiny_delta_keeps_its_sign_and_direction():
     assert pr_report.change("errors", 3, None) == "removed"
 
 
+@pytest.mark.slow  # runs dvc (seconds of CPU a call)
 def test_base_plots_from_the_remote_and_missing_from_both(dvc_project, tmp_path):
     remote = tmp_path / "remote"
     dvc(dvc_project, "remote", "add", "--local", "-d", "store", str(remote))
@@ -208,6 +218,7 @@ def test_base_plots_from_the_remote_and_missing_from_both(dvc_project, tmp_path)
     assert body < note < page.index("zeta_mlp.csv", note)  # at the top, before any plot
 
 
+@pytest.mark.slow  # runs dvc (seconds of CPU a call)
 def test_a_base_that_is_not_a_commit(dvc_project, tmp_path):
     line = pr_report.base_missing("origin/no-such-branch", dvc_project)
     assert line == (
