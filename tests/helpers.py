@@ -394,10 +394,23 @@ def run_experiment(built: Path, dest: Path) -> Path:
 
 def copy_tiny(built: Path, dest: Path) -> Path:
     """A private copy of the built tiny project (git, DVC cache, MLflow store and all); the
-    copy's MLflow store points at the copy's own artifact folder."""
+    copy's MLflow store points at the copy's own artifact folder. The files of the DVC cache
+    are hard links (40% of the project's bytes): DVC names them by content, never writes
+    one in place (a new object is a new file) and only ever unlinks them."""
     import sqlite3
 
-    shutil.copytree(built, dest, symlinks=True)
+    cache = built / ".dvc" / "cache"
+
+    def link_cache(src: str, dst: str) -> str:
+        if Path(src).is_relative_to(cache):
+            try:
+                os.link(src, dst)
+                return dst
+            except OSError:  # another file system: copied
+                pass
+        return shutil.copy2(src, dst)
+
+    shutil.copytree(built, dest, symlinks=True, copy_function=link_cache)
     db = sqlite3.connect(dest / "mlflow.db")
     try:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
