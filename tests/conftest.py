@@ -83,16 +83,24 @@ def _rel(item: pytest.Item) -> str:
 # last file a worker takes is a short one.
 _TINY_ORDER = (
     "integration/test_e2e_dvc.py",
-    "integration/test_remote.py",
     "integration/test_workflow.py",
-    "integration/test_compare.py",
+    "integration/test_remote.py",
+    "integration/test_sweep_apply.py",
     "integration/test_stage_failures.py",
+    "integration/test_load_faults.py",
+    "integration/test_compare.py",
     "integration/test_loading.py",
     "integration/test_plots_page.py",
 )
-# Long files that do not need it: first of all, beside the build (the server tests build a
-# one-model project of their own: about 3 minutes on one worker).
-_FIRST = ("integration/test_server.py",)
+# Long files that do not need it, longest first: before everything else, beside the build
+# (the server tests build a one-model project of their own; the sweeps start Ray).
+_FIRST = (
+    "integration/test_server.py",
+    "integration/test_sweep.py",
+    "integration/test_ui.py",
+    "integration/test_predict.py",
+    "integration/test_serve.py",
+)
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection: only the tests that run
@@ -113,7 +121,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config, items) -> Non
     def rank(item: pytest.Item) -> tuple[int, int]:
         rel = _rel(item)
         if rel not in tiny_files:
-            return (0, 0) if rel in _FIRST else (1, 0)
+            return (0, _FIRST.index(rel)) if rel in _FIRST else (1, 0)
         return (2, _TINY_ORDER.index(rel) if rel in _TINY_ORDER else len(_TINY_ORDER))
 
     items.sort(key=rank)  # stable: the order inside a file is kept
