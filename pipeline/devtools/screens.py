@@ -355,6 +355,17 @@ SHOWS_IMAGE = (  # loaded, and on top where it is drawn (not under a card's text
     "(i.getBoundingClientRect())))"
 )
 
+LOADED_IMAGE = (
+    f"[...document.images].some(i => i.complete && i.naturalWidth > 0"
+    f" && decodeURIComponent(i.currentSrc || i.src).includes({json.dumps(CONFUSION_KEY)}))"
+)
+# MLflow 3.17's image card lists every param of the run (key=value) above the image and cuts
+# what does not fit; its settings' "Show run parameters" switch (kept in the browser) hides it.
+CLIPPED = (
+    "the {key} image of run {run!r} is loaded but drawn under the card's list of the run's "
+    "params (MLflow's image card lists them all above the image; its settings' 'Show run "
+    "parameters' switch hides them)"
+)
 
 # MLflow 3.17's UI picks the view from ?workflowType= in the URL, else the browser's "GenAI |
 # Model training" switch (local storage mlflow.workflowType, default genai), not from the tag:
@@ -412,6 +423,8 @@ def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
                 try:
                     session = browser.page(url, WIDTH, height)
                     if not browser.wait_for(session, shows, PAGE_TIMEOUT):
+                        if file == "run.png" and browser.evaluate(session, LOADED_IMAGE):
+                            missing = CLIPPED.format(key=CONFUSION_KEY, run=chosen.name)
                         problems.append(f"{file}: {missing} ({url})")
                     time.sleep(SETTLE)  # charts and tables finish drawing
                     browser.screenshot(session, png)

@@ -95,8 +95,9 @@ def write_tables(ev: Evaluation, out: Path) -> None:
 
 
 def draw(ev: Evaluation, out: Path) -> None:
-    """The per-model figures: training curves, confusion matrix, a grid of predictions and,
-    for a model whose first layer is a convolution, its kernels and feature maps."""
+    """The per-model figures: training curves, confusion matrix, the test mistakes
+    (``predictions_grid.png``) and, for a model whose first layer is a convolution, its kernels
+    and feature maps."""
     out.mkdir(parents=True, exist_ok=True)
     name = ev.name
     figures.save(figures.curves(ev.history, f"{name}: training curves"), out / "curves.png")
@@ -104,7 +105,7 @@ def draw(ev: Evaluation, out: Path) -> None:
         figures.confusion_heatmap(ev.confusion[0], ev.classes, f"{name}: confusion matrix (test)"),
         out / "confusion_matrix.png",
     )
-    grid = figures.prediction_grid(ev.x, ev.y, ev.pred, ev.classes, f"{name}: test predictions")
+    grid = figures.mistakes_grid(ev.x, ev.y, ev.pred, ev.classes, f"{name}: test mistakes")
     figures.save(grid, out / "predictions_grid.png")
     if ev.kernels is not None:
         title = f"{name}: first-layer kernels"

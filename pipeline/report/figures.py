@@ -127,6 +127,35 @@ def prediction_grid(
     return fig
 
 
+def mistakes_grid(
+    images: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: list[str],
+    title: str,
+    side: int = 4,
+) -> Figure:
+    """Up to ``side`` x ``side`` of the test images the model got wrong, in test order, each
+    with its index, true and predicted labels; the title counts them all."""
+    wrong = np.flatnonzero(np.asarray(y_true) != np.asarray(y_pred))
+    shown = wrong[: side * side]
+    fig, axes = plt.subplots(side, side, figsize=(1.6 * side, 1.75 * side + 0.4))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, shown, strict=False):
+        ax.imshow(images[i].squeeze(), cmap="gray_r")
+        t, p = class_names[y_true[i]], class_names[y_pred[i]]
+        ax.set_title(f"#{i}: true {t}, pred {p}", color="red", fontsize=8)
+    n = len(y_true)
+    if len(wrong) == 0:
+        fig.text(0.5, 0.5, f"no mistakes on the {n} test images", ha="center", va="center")
+    counted = f"{len(wrong)} of {n} test images wrong" + (
+        f", first {len(shown)} shown" if len(shown) < len(wrong) else ""
+    )
+    fig.suptitle(f"{title}\n{counted}")
+    return fig
+
+
 def accuracy_bars(accuracy: dict[str, float]) -> Figure:
     """Test accuracy of every model, best first."""
     items = sorted(accuracy.items(), key=lambda kv: kv[1], reverse=True)

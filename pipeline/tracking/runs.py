@@ -121,7 +121,10 @@ def log_artifacts(folder: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
 
 
-def log_images(folder: Path, names: tuple[str, ...] = ("confusion_matrix", "curves")) -> None:
+IMAGE_KEYS = ("confusion_matrix", "curves", "predictions_grid")  # predictions_grid: mistakes
+
+
+def log_images(folder: Path, names: tuple[str, ...] = IMAGE_KEYS) -> None:
     """Figures at the run's top level (``<name>.png``) and as MLflow images (key ``<name>``),
     which the UI's run comparison shows side by side; nested artifacts it cannot reach."""
     from PIL import Image
