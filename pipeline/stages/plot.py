@@ -87,12 +87,23 @@ def promote(params: Params, root: Path) -> list[str]:
     return tracking.promote_champions(model_runs(params, root), params.registry)
 
 
+def summary(accuracy: dict[str, float], label: str = "plot") -> str:
+    """The stage's last lines: the best model, then every model's test accuracy, best first,
+    and how to open the runs (``make ui``)."""
+    ranked = sorted(accuracy, key=lambda n: (-accuracy[n], n))
+    width = max(len(n) for n in ranked)
+    lines = [f"{len(accuracy)} models, best {ranked[0]} ({accuracy[ranked[0]]:.4f})"]
+    lines.append(f"{label}:   {'model'.ljust(width)}  test accuracy")
+    lines += [f"{label}:   {n.ljust(width)}  {accuracy[n]:.4f}" for n in ranked]
+    lines.append(f"{label}: the runs, figures and registry in MLflow's UI: make ui")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     def body(params: Params) -> str:
         accuracy = run(params, config.ROOT, config.compare_plots_dir())
         promote(params, config.ROOT)
-        best = max(accuracy, key=accuracy.get)
-        return f"{len(accuracy)} models, best {best} ({accuracy[best]:.4f})"
+        return summary(accuracy)
 
     return runner.run_stage("plot", body, argv)
 

@@ -15,7 +15,7 @@ from filelock import FileLock
 from pipeline.core import config, numenv
 from pipeline.tracking import digests, gate, serving
 from pipeline.tracking.provenance import dataset_hash, git_commit
-from pipeline.tracking.store import TrackingError, reachable, with_retry
+from pipeline.tracking.store import TrackingError, reachable, register_quietly, with_retry
 
 CHAMPION = gate.CHAMPION  # the alias of each registered model's best version, on evidence
 CHALLENGER = gate.CHALLENGER  # the newest version the gate did not promote
@@ -37,7 +37,9 @@ def register_model(preset: str, dataset: str, root: Path = config.ROOT) -> str:
     tags |= digests.version_tags(logged)  # the sha256 of its files (digests.py)
     with reachable():
         version = with_retry(
-            lambda: mlflow.register_model(f"models:/{logged.model_id}", preset, tags=tags)
+            lambda: register_quietly(
+                lambda: mlflow.register_model(f"models:/{logged.model_id}", preset, tags=tags)
+            )
         )
     return str(version.version)
 

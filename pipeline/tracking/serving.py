@@ -30,7 +30,7 @@ from pipeline.core import numenv
 from pipeline.core.io import file_digest
 from pipeline.tracking import digests, loading
 from pipeline.tracking.models import PACKAGE_DIR
-from pipeline.tracking.store import reachable, tracking_uri, with_retry
+from pipeline.tracking.store import reachable, register_quietly, tracking_uri, with_retry
 
 SUFFIX = "-serving"
 ALIAS = "champion"
@@ -106,7 +106,9 @@ def log_serving_model(preset: str, model_dir: Path, classes) -> str:
     tags |= digests.record(info)  # the sha256 of every file, checked by local_model_folder
     with reachable():
         mv = with_retry(
-            lambda: mlflow.register_model(info.model_uri, serving_name(preset), tags=tags)
+            lambda: register_quietly(
+                lambda: mlflow.register_model(info.model_uri, serving_name(preset), tags=tags)
+            )
         )
     return str(mv.version)
 

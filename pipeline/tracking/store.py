@@ -43,6 +43,22 @@ def artifact_location(root: Path = config.ROOT) -> str:
     return config.mlflow_artifacts(store_root(root)).as_uri()
 
 
+def register_quietly(fn: Callable[[], T]) -> T:
+    """``fn()`` (an ``mlflow.register_model``) without MLflow's "Successfully registered
+    model" line, which it prints to its own stream whatever the log level (the stage reports
+    the version itself); ``PIPELINE_VERBOSE=1`` keeps it."""
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    if os.environ.get("PIPELINE_VERBOSE", "") not in ("", "0") or not stream.enabled:
+        return fn()
+    stream.enabled = False
+    try:
+        return fn()
+    finally:
+        stream.enabled = True
+
+
 def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.5) -> T:
     """Retry ``fn`` on sqlite's "database is locked" (two queued experiments at once)."""
     for i in range(attempts):
