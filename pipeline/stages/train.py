@@ -77,11 +77,10 @@ def no_keras_bars() -> Iterator[None]:
     """Without the progress bar Keras' ``predict`` prints on stdout when MLflow validates a
     logged model's input example (its messages go to absl's logger, kept at WARNING:
     pipeline/stages/__init__.py); nothing when Keras is not loaded or PIPELINE_VERBOSE=1."""
-    if "keras" not in sys.modules or stages.verbose():
+    keras = sys.modules.get("keras")  # loaded by the family, if it is a Keras one
+    if keras is None or stages.verbose():
         yield
         return
-    import keras
-
     was = keras.config.is_interactive_logging_enabled()
     keras.config.disable_interactive_logging()
     try:
