@@ -58,8 +58,11 @@ class Evaluation:
 
 
 def mlflow_metrics(ev: Evaluation) -> dict[str, float]:
-    """``test_<figure>`` and ``test_<figure>_class_<label>`` (support left out)."""
-    flat = {f"test_{k}": v for k, v in ev.summary.items() if not isinstance(v, dict)}
+    """``test_<figure>`` and ``test_<figure>_class_<label>`` (support and the count of test
+    images left out: evaluate@ logs that as param ``dataset.n_test``)."""
+    flat = {
+        f"test_{k}": v for k, v in ev.summary.items() if not isinstance(v, dict) and k != "n_test"
+    }
     for cls, figs in ev.per_class.items():
         flat |= {f"test_{m}_class_{cls}": v for m, v in figs.items() if m != "support"}
     return flat

@@ -61,6 +61,7 @@ def log_to_run(
     tags = tracking.run_tags(name, mp.family, mp.dataset)
     with tracking.reopen_or_continue(run_id, source, tags, log=logging.getLogger(__name__).info):
         tracking.log_metrics(evaluation.mlflow_metrics(ev))
+        tracking.log_params({"dataset.n_test": ev.summary["n_test"]})  # beside n_train, n_val
         tracking.log_artifacts(plots, artifact_path=config.EVALUATION_ARTIFACTS)
         tracking.log_artifact(metrics_path, artifact_path=config.EVALUATION_ARTIFACTS)
         tracking.log_images(plots / config.IMAGES_DIR)

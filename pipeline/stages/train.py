@@ -57,6 +57,13 @@ def logged_params(seed: int, name: str, mp, ds) -> dict:
     return {k: v for k, v in logged.items() if v is not None}
 
 
+def mlflow_epoch_metrics(row: dict) -> dict:
+    """An epoch's history row as MLflow metrics: the training split's ``loss`` and
+    ``accuracy`` as ``train_loss`` and ``train_accuracy`` (beside ``val_*`` and evaluate@'s
+    ``test_*``); history.csv keeps the family's names."""
+    return {f"train_{k}" if k in ("loss", "accuracy") else k: v for k, v in row.items()}
+
+
 def epoch_lines() -> bool:
     """One line an epoch from this stage instead of the family's progress display: when
     stderr is not a terminal (a log, CI, ``dvc exp run`` in the background), where Keras
@@ -117,7 +124,7 @@ def run(params: Params, name: str, data_dir: Path, out_dir: Path) -> tuple[str, 
         lines = epoch_lines()
 
         def on_epoch(row: dict) -> None:
-            tracking.log_metrics(row, step=int(row["epoch"]))
+            tracking.log_metrics(mlflow_epoch_metrics(row), step=int(row["epoch"]))
             if lines:
                 print(epoch_line(name, row, mp.train.epochs), file=sys.stderr, flush=True)
 

@@ -30,3 +30,17 @@ def test_flags_read_as_names_and_every_layer_keeps_its_non_default_fields():
     assert line.startswith("conv(64, batch_norm, activation_before_bn) | ")
     assert "dropout(0.25)" in line and line.endswith("dense(10, activation=softmax)")
     assert line.count(" | ") == len(p.models["keras_cnn"].arch) - 1
+
+
+def test_mlflow_names_the_training_splits_epoch_metrics_and_no_count_as_a_metric():
+    from pipeline.stages.train import mlflow_epoch_metrics
+
+    row = {"epoch": 3, "loss": 0.5, "accuracy": 0.8, "val_loss": 0.6, "val_accuracy": 0.7}
+    assert mlflow_epoch_metrics(row) == {
+        "epoch": 3, "train_loss": 0.5, "train_accuracy": 0.8, "val_loss": 0.6, "val_accuracy": 0.7
+    }  # fmt: skip
+    from pipeline.report.evaluation import mlflow_metrics
+    from tests.unit.report.test_evaluation import _evaluation
+
+    flat = mlflow_metrics(_evaluation(conv=False))
+    assert "test_n_test" not in flat and "test_accuracy" in flat and "test_errors" in flat
