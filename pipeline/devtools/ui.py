@@ -130,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     cmd, env = command(args.port)
     from pipeline.core import params
 
-    name = params.load().mlflow.experiment
-    url = landing_url(f"http://{HOST}:{args.port}", experiment_id(store_uri(), name))
+    try:
+        exp_id = experiment_id(store_uri(), params.load().mlflow.experiment)
+    except (params.ParamsError, OSError):  # the UI serves the store all the same: the list
+        exp_id = None
+    url = landing_url(f"http://{HOST}:{args.port}", exp_id)
     print(f"MLflow UI of {store_uri()} (Ctrl-C stops it); open {url}", flush=True)
     os.execve(cmd[0], cmd, env)  # this process becomes the server: Ctrl-C and kill reach it
     return 0  # not reached
