@@ -442,3 +442,43 @@ def headless_chromium(profile: Path, *args: str) -> list[str]:
     from pipeline.devtools.screens import HEADLESS_FLAGS
 
     return [str(CHROMIUM), *HEADLESS_FLAGS, f"--user-data-dir={profile}", *args]
+
+
+# --------------------------------------------------------------------------- load
+
+_TRAIN_ONE = (
+    "import sys; from pathlib import Path; from pipeline.core import config, params; "
+    "from pipeline.stages import train; p = params.load(); m = sys.argv[1]; "
+    "print(train.run(p, m, config.prepared_dir(p.models[m].dataset), Path(sys.argv[2]))[0])"
+)
+
+
+def start_trainings(root: Path, model: str, n: int, env: dict, out: Path) -> list:
+    """Start ``n`` trainings of ``model`` at once, each its own OS process running train@'s
+    code (pipeline.stages.train.run: training, MLflow run, logged and registered model) into
+    its own folder under ``out``."""
+    return [
+        subprocess.Popen(
+            ["bin/python", "-c", _TRAIN_ONE, model, str(out / f"run{i}")],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
+
+
+def trained_run_ids(procs: list) -> list[str]:
+    """The MLflow run ids the trainings of :func:`start_trainings` print; fails with the
+    output of any that fails."""
+    results = [(p, *p.communicate(timeout=1200)) for p in procs]
+    failed = [f"exit {p.returncode}:\n{err[-3000:]}" for p, _, err in results if p.returncode]
+    assert not failed, "\n".join(failed)
+    return [stdout.strip().splitlines()[-1] for _, stdout, _ in results]
+
+
+def trainings_at_once(root: Path, model: str, n: int, env: dict, out: Path) -> list[str]:
+    """``n`` trainings of ``model`` at once (:func:`start_trainings`); their run ids."""
+    return trained_run_ids(start_trainings(root, model, n, env, out))

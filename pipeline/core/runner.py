@@ -7,6 +7,7 @@ and exit 1 without a traceback; anything else is a bug and raises.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -183,6 +184,14 @@ def run_stage(
             summary = body(params)
     except EXPECTED as exc:
         print(f"{label}: error: {exc}", file=sys.stderr)
+        _restore_outs(label)
+        return 1
+    except OSError as exc:  # a full disk is the user's to fix, not a bug: one line
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            _restore_outs(label)
+            raise
+        where = exc.filename2 or exc.filename or "an output"
+        print(f"{label}: error: no space left on the device of {where}", file=sys.stderr)
         _restore_outs(label)
         return 1
     except KeyboardInterrupt as exc:
