@@ -83,6 +83,7 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # the module's DVC project: git, dvc init, dvc exp run
 def test_table_fits_and_shows_the_change(project, capsys):
     assert exps.main(["--root", str(project)]) == 0
     out = capsys.readouterr().out
@@ -97,6 +98,7 @@ def test_table_fits_and_shows_the_change(project, capsys):
     assert "n_test" not in out and "epochs" not in out  # unchanged columns are left out
 
 
+@pytest.mark.slow  # the module's DVC project: git, dvc init, dvc exp run
 def test_narrow_width_splits_the_table(project, capsys):
     assert exps.main(["--root", str(project), "--width", "60"]) == 0
     out = capsys.readouterr().out

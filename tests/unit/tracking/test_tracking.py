@@ -81,6 +81,7 @@ def test_run_tags_carry_git_and_dvc_info(tmp_path, monkeypatch):
     assert tags["family"] == "keras" and tags["preset"] == "m"
 
 
+@pytest.mark.slow  # four Python processes that import MLflow
 def test_repro_id_is_shared_by_children_of_one_dvc_process(tmp_path):
     """Two stage processes started by the same parent named dvc get the same id."""
     fake_dvc = tmp_path / "dvc"
