@@ -159,7 +159,12 @@ def _fit(sw, name, params, train, val, parent, exp_id, conc, resume, points):
                 scheduler=make_scheduler(sw, mp.train.epochs),
                 num_samples=sw.trials,
                 max_concurrent_trials=conc,
-                reuse_actors=True,
+                # A worker is reused only without ASHA. Tune stops a pruned trial mid-epoch;
+                # reusing its worker waits 2 s for the epoch to end, then fails the next
+                # trial (ERROR) and never frees its slot of max_concurrent_trials: with
+                # two such failures the sweep waited forever (Ray 2.60, keras_small_cnn_lr).
+                # A fresh worker costs its start and TensorFlow's import instead.
+                reuse_actors=sw.asha is None,
             ),
             run_config=tune.RunConfig(
                 name=name,
