@@ -228,6 +228,11 @@ class TrainParams(_Model):
     reduce_lr: ReduceLRParams | None = None
     checkpoint: bool = False  # keep the best model (by validation loss) in models/<model>/
     lr_schedule: LRScheduleParams | None = None  # per-step schedule; excludes reduce_lr
+    # Training targets (1 - e) * one-hot + e / classes (every family); 0: plain labels.
+    label_smoothing: Annotated[float, _in("[0, 1)")] = 0.0
+    # Validation, early stopping, the checkpoint and the saved model use the moving average
+    # of the weights with this momentum (Keras optimizers' use_ema); None: the raw weights.
+    ema: Annotated[float, _in("(0, 1)")] | None = None
 
     @model_validator(mode="after")
     def _one_lr_policy(self) -> TrainParams:
@@ -241,6 +246,12 @@ class ModelParams(_Model):
     dataset: str
     arch: Annotated[tuple[LayerSpec, ...], _LIST]
     train: TrainParams
+
+    @model_validator(mode="after")
+    def _ema_needs_keras(self) -> ModelParams:
+        if self.train.ema is not None and self.family == "scratch":
+            raise ValueError("train.ema: the scratch family has no weight average (keras, custom)")
+        return self
 
 
 class MlflowParams(_Model):

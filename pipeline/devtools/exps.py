@@ -117,9 +117,12 @@ def changed_models(rs: list[Row], params: list[str]) -> list[str]:
 
 
 def changed_metrics(rs: list[Row], model: str) -> list[str]:
-    """The metrics of ``model`` that differ between rows, accuracy first."""
+    """The metrics of ``model`` that differ between rows, accuracy first; the accuracy's
+    interval bounds (``accuracy_ci95_*``) are left out: they follow the accuracy."""
     have = [r for r in rs if model in r.metrics]
-    names = dict.fromkeys(k for r in have for k in r.metrics[model])
+    names = dict.fromkeys(
+        k for r in have for k in r.metrics[model] if not k.startswith("accuracy_ci95")
+    )
     out = [k for k in names if _differs([r.metrics[model].get(k) for r in have])]
     return sorted(out, key=lambda k: k != "accuracy")
 

@@ -11,6 +11,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from pipeline.report.stats import wilson
+
 DIGITS = 6  # rounding of every float written to metrics/<model>.json
 
 
@@ -25,7 +27,8 @@ def cross_entropy(y_true: np.ndarray, proba: np.ndarray, eps: float = 1e-7) -> f
 
 
 def compute(y_true: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, log loss, macro F1/precision/recall and per-class figures."""
+    """Accuracy with its 95% Wilson interval, log loss, macro F1/precision/recall and
+    per-class figures."""
     k = len(class_names)
     if proba.ndim != 2 or proba.shape != (len(y_true), k):
         raise ValueError(f"probabilities of shape {proba.shape}, expected ({len(y_true)}, {k})")
@@ -35,8 +38,13 @@ def compute(y_true: np.ndarray, proba: np.ndarray, class_names: list[str]) -> di
     mp, mr, _, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average="macro", zero_division=0
     )
+    right = int((y_pred == y_true).sum())
+    ci = wilson(right, len(y_true)) if len(y_true) else None
     return {
         "accuracy": _r(accuracy_score(y_true, y_pred)),
+        # 95% Wilson interval of the accuracy: a single run's uncertainty (compare reports)
+        "accuracy_ci95_low": _r(ci.low) if ci else 0.0,
+        "accuracy_ci95_high": _r(ci.high) if ci else 0.0,
         "loss": _r(cross_entropy(y_true, proba)),
         "macro_f1": _r(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "macro_precision": _r(mp),

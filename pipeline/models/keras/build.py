@@ -41,6 +41,7 @@ from pipeline.models.keras.layers import (
     CustomMaxPooling2D,
     FusedBatchNormalization,
 )
+from pipeline.models.keras.losses import training_loss
 from pipeline.models.keras.schedule import ParamsSchedule
 
 
@@ -140,12 +141,14 @@ def keras_optimizer(tp: TrainParams, steps_per_epoch: int = 1) -> keras.optimize
     """The optimizer of ``tp``; its rate follows ``tp.lr_schedule`` step by step when set."""
     decay = tp.weight_decay or None
     lr = make_schedule(tp, steps_per_epoch) or tp.learning_rate
+    # train.ema: the optimizer keeps the moving average (family.EMAWeights puts it to use)
+    ema = {"use_ema": True, "ema_momentum": tp.ema} if tp.ema is not None else {}
     if tp.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, weight_decay=decay)
+        return keras.optimizers.SGD(lr, weight_decay=decay, **ema)
     if tp.optimizer == "momentum":
-        return keras.optimizers.SGD(lr, momentum=tp.momentum, weight_decay=decay)
+        return keras.optimizers.SGD(lr, momentum=tp.momentum, weight_decay=decay, **ema)
     if tp.optimizer == "adam":
-        return keras.optimizers.Adam(lr, weight_decay=decay)
+        return keras.optimizers.Adam(lr, weight_decay=decay, **ema)
     raise ValueError(f"unknown optimizer {tp.optimizer!r}")
 
 
@@ -158,7 +161,7 @@ def build(
     model = build_keras_model(mp.arch, input_shape, seed=seed, custom=mp.family == "custom")
     model.compile(
         optimizer=keras_optimizer(mp.train, steps_per_epoch),
-        loss="sparse_categorical_crossentropy",
+        loss=training_loss(mp.train.label_smoothing),
         metrics=["accuracy"],
         jit_compile=False,  # XLA trains this CPU's convolutions about 6x slower
     )

@@ -113,6 +113,39 @@ class BatchNormCalibration(keras.callbacks.Callback):
         recalibrate_batch_norm(self.model, self.x)
 
 
+class EMAWeights(keras.callbacks.Callback):
+    """With ``train.ema``: from each validation pass to the start of the next epoch the
+    model holds the optimizer's moving average of its weights (the raw values kept aside),
+    so val_loss and val_accuracy, batch-norm calibration, early stopping, the checkpoint
+    and the saved model all use the average, while training steps use the raw weights.
+    Keras' SwapEMAWeights swaps the two in place and, after an early stop, would leave the
+    raw weights in the final model. First in the callback list (before the calibration)."""
+
+    def __init__(self):
+        super().__init__()
+        self._raw: list[np.ndarray] | None = None
+
+    def _pairs(self) -> list[tuple]:
+        opt = self.model.optimizer
+        average = getattr(opt, "_model_variables_moving_average", None)
+        if not getattr(opt, "use_ema", False) or not average:
+            raise RuntimeError("train.ema: the optimizer keeps no moving average of weights")
+        return list(zip(opt._trainable_variables, average, strict=True))
+
+    def on_test_begin(self, logs=None):
+        if self._raw is None:
+            pairs = self._pairs()
+            self._raw = [keras.ops.convert_to_numpy(v) for v, _ in pairs]
+            for v, a in pairs:
+                v.assign(a.value)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._raw is not None:
+            for (v, _), raw in zip(self._pairs(), self._raw, strict=True):
+                v.assign(raw)
+            self._raw = None
+
+
 def has_batch_norm(model: keras.Model) -> bool:
     return any(
         isinstance(layer, keras.layers.BatchNormalization)
@@ -182,6 +215,7 @@ def train(
     epochs = EpochArrays(train, tp.batch_size, seed, tp.shuffle, tp.augment)
     model = build(mp, train.x.shape[1:], seed, steps_per_epoch=len(epochs))
     recorder = EpochRecorder(len(train), on_epoch)
+    ema = [EMAWeights()] if tp.ema is not None else []
     calibration = []
     if has_batch_norm(model):  # before the other callbacks see the validation metrics
         pick = np.random.default_rng([seed, CALIBRATION_IMAGES]).permutation(len(train))
@@ -193,7 +227,7 @@ def train(
         epochs=tp.epochs,
         validation_data=(val.x, val.y),
         validation_batch_size=max(tp.batch_size, 256),
-        callbacks=[*calibration, *_callbacks(tp, out_dir), recorder],
+        callbacks=[*ema, *calibration, *_callbacks(tp, out_dir), recorder],
         verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
     )
     model.save(out_dir / MODEL_FILE)

@@ -9,7 +9,7 @@ spelling is the fallback); no stock Conv2D / MaxPooling2D / Dense / BatchNormali
 is wrapped. Output sizes come from pipeline/core/geometry.py. Importing this module (this
 path is fixed) is what makes a saved ``.keras`` model with these layers loadable; it also
 imports ``ParamsSchedule`` (from schedule.py), the learning-rate schedule that a saved
-optimizer refers to.
+optimizer refers to, and the smoothed loss (losses.py) that a saved compile config names.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from pipeline.core.geometry import conv_output
+from pipeline.models.keras.losses import SparseSmoothedCrossentropy  # noqa: F401  (saved losses)
 from pipeline.models.keras.schedule import ParamsSchedule  # noqa: F401  (saved optimizers)
 
 

@@ -183,6 +183,7 @@ def train(
     ``out_dir/model.npz`` and return the per-epoch history (each row also to ``on_epoch``)."""
     tp, out_dir = mp.train, Path(out_dir)
     net = Network(mp.arch, train.x.shape[1:], seed=seed)
+    net.label_smoothing = tp.label_smoothing
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
     trainer = Trainer(net, tp, seed)
     n_batches = math.ceil(len(train) / tp.batch_size)

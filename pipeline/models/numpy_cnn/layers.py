@@ -400,16 +400,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(
+    logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0
+) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(logits) against integer labels, and its gradient with
-    respect to the logits, ``(softmax - onehot) / N``."""
+    respect to the logits, ``(softmax - q) / N``. The target ``q`` is the one-hot label, or
+    with ``smoothing`` e: ``(1 - e) * onehot + e / K``, so the loss per image is
+    ``log sum exp(z) - (1 - e) z_y - (e / K) sum_k z_k``."""
     n = len(y)
     z = logits - logits.max(axis=1, keepdims=True)  # (N, K)
     e = np.exp(z)
     s = e.sum(axis=1, keepdims=True)  # (N, 1)
     rows = np.arange(n)
-    loss = float(np.mean(np.log(s[:, 0]) - z[rows, y]))
     dlogits = e / s  # (N, K) softmax
-    dlogits[rows, y] -= 1
+    if smoothing:
+        k = logits.shape[1]
+        target = (1 - smoothing) * z[rows, y] + (smoothing / k) * z.sum(axis=1)
+        loss = float(np.mean(np.log(s[:, 0]) - target))
+        dlogits -= smoothing / k
+        dlogits[rows, y] -= 1 - smoothing
+    else:  # the same operations as before label smoothing existed (identical results)
+        loss = float(np.mean(np.log(s[:, 0]) - z[rows, y]))
+        dlogits[rows, y] -= 1
     dlogits /= n
     return loss, dlogits

@@ -164,6 +164,7 @@ class Network:
                 self.slices[layer.name] = slice(start, off)
         self.flat_grads = np.zeros(total, self.dtype)
         self._bind_grads()
+        self.label_smoothing = 0.0  # of the training loss (train.label_smoothing)
 
     def _bind_grads(self) -> None:
         for layer in self.layers:
@@ -220,7 +221,7 @@ class Network:
         predictions; ``weight`` scales the gradient (a share of a split batch)."""
         self.flat_grads.fill(0)
         logits = self.forward(x, training=True)  # (N, K)
-        loss, dlogits = softmax_cross_entropy(logits, y)
+        loss, dlogits = softmax_cross_entropy(logits, y, self.label_smoothing)
         if weight != 1.0:
             dlogits *= weight
         self.backward(dlogits)

@@ -213,6 +213,7 @@ FLAVOR_IMPORTS = [  # all that MLflow's loader imports besides keras (serving ha
     "pipeline.models.keras",
     "pipeline.models.keras.flavor",
     "pipeline.models.keras.layers",
+    "pipeline.models.keras.losses",
     "pipeline.models.keras.schedule",
     "pipeline.models.mlflow_keras",
     "pipeline.models.mlflow_keras.models",

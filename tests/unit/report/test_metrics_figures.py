@@ -26,6 +26,12 @@ def test_metrics_hand_computed():
     m = metrics.compute(y, proba, ["0", "2", "5"])
     assert m["accuracy"] == round(4 / 6, 6)
     assert m["errors"] == 2 and m["n_test"] == 6
+    # 95% Wilson interval of 4/6 by hand: (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+    z, n, p = 1.959964, 6, 4 / 6
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low, high = (((p + z * z / (2 * n)) + d * half) / (1 + z * z / n) for d in (-1, 1))
+    assert m["accuracy_ci95_low"] == pytest.approx(low, abs=2e-6)  # 0.299993
+    assert m["accuracy_ci95_high"] == pytest.approx(high, abs=2e-6)  # 0.903228
     expected_loss = -np.mean(np.log(np.clip([0.9, 0.2, 0.8, 0.6, 1.0, 0.5], 1e-7, 1)))
     assert m["loss"] == pytest.approx(expected_loss, abs=1e-6)
     # class "2": tp=2, fp=1, fn=0 -> precision 2/3, recall 1
