@@ -265,7 +265,7 @@ def test_flatten_and_to_dict_are_pinned(raw):
     """MLflow params and meta.json are built from these: same keys, order, values, types."""
     p = params.parse(raw)
     flat = params.flatten(p.models["custom_cnn"])
-    assert len(flat) == 56
+    assert len(flat) == 58
     pinned = {
         "family": "custom",
         "dataset": "digits10",
@@ -304,6 +304,8 @@ def test_flatten_and_to_dict_are_pinned(raw):
             "train.lr_schedule.warmup_epochs": 0.5,
             "train.lr_schedule.final_lr": 0.0,
             "train.lr_schedule.decay_rate": 0.5,
+            "train.label_smoothing": 0.0,
+            "train.ema": None,
         }
     )
     assert params.flatten(p.models["dense_mlp"])["train.augment"] is None
