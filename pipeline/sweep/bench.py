@@ -230,6 +230,9 @@ def _write_doc(r: dict) -> None:
         ),
         ("Ray, 2 trials at a time", r["ray_2_s"], f"speed-up {r['speedup']}x over 1 at a time"),
     ]
+    pairs = zip(r["trial_s_in_process_before"], r["trial_s_in_process_after"], strict=True)
+    noise = max(abs(b / a - 1) for a, b in pairs)
+    walls = r["trial_s_in_process_before"] + r["trial_s_in_process_after"]
     table = "| run | seconds | |\n| --- | --- | --- |\n" + "\n".join(
         f"| {a} | {b:.1f} | {c} |" for a, b, c in rows
     )
@@ -243,7 +246,10 @@ def _write_doc(r: dict) -> None:
         f"prints. "
         f"Load average before/after: {r['loadavg_before']} / {r['loadavg_after']} on "
         f"{r['cpus']} CPUs: the goals (speed-up >= 1.7x, overhead <= 10%) need idle cores to "
-        f"judge.\n\n{table}"
+        f"judge. The machine's own noise: the same config in-process took up to "
+        f"{100 * noise:.0f}% longer or shorter after Ray than before, and the 16 in-process "
+        f"trials (identical work but the learning rate) took {min(walls):.1f}-{max(walls):.1f} "
+        f"s; an overhead smaller than that noise is not resolved by one run.\n\n{table}"
     )
     write_section("sweep", text, this_machine(), title="Sweeps on Ray Tune (make bench-sweep)")
 
