@@ -85,13 +85,16 @@ def test_a_flat_page_is_blank_and_a_drawn_one_is_not(tmp_path):
     assert not screens.blank(tmp_path / "drawn.png")
 
 
-def test_make_ui_prints_the_experiments_training_runs_on_the_training_view(tmp_path):
+def test_make_ui_prints_the_experiments_training_runs_on_the_training_view(tmp_path, monkeypatch):
     """MLflow 3.17's UI opens the GenAI view unless the address names ?workflowType=
     (pipeline/devtools/ui.py); the id is read from the store that pipeline.tracking wrote."""
     from pipeline import tracking
 
+    # the store of tmp_path, whatever an earlier test of this worker left in the environment
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tracking.setup("mnist", root=tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = tracking.tracking_uri(tmp_path)
+    assert uri == f"sqlite:///{tmp_path}/mlflow.db"
     exp_id = ui.experiment_id(uri, "mnist")
     assert exp_id is not None and exp_id != "0"  # not the Default experiment
     assert ui.landing_url("http://127.0.0.1:5000", exp_id) == (
