@@ -29,37 +29,21 @@ from pipeline.core import params as params_mod
 from pipeline.data.prepared import Split
 from pipeline.models import family as families
 from pipeline.predict import cli as predict
-from pipeline.predict.preprocess import to_mnist
-from tests.helpers import free_port, glyph_mask, paint, params_spec, png_header, write_params
+from tests.helpers import (
+    DRAWN_CLASSES,
+    TINY_ARCH,
+    TINY_SCRATCH,
+    drawn_digits,
+    free_port,
+    glyph_mask,
+    paint,
+    params_spec,
+    png_header,
+    tiny_scratch_project,
+)
 
-CLASSES = (0, 2, 5)
-TINY_PRESET = "tiny_scratch"
-TINY_ARCH = [
-    {"type": "flatten"},
-    {"type": "dense", "units": 32},
-    {"type": "dense", "units": 3, "activation": "softmax"},
-]
-
-
-def drawn_digits(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 28, 28, 1) to_mnist arrays of drawn 0/2/5 in varied sizes, slants and weights,
-    labels 0..2."""
-    rng = np.random.default_rng(seed)
-    xs, ys = [], []
-    for label, digit in enumerate(CLASSES):
-        for _ in range(n_per_class):
-            mask = glyph_mask(
-                digit,
-                size=(64, 80),
-                centre=tuple(rng.uniform(0.4, 0.6, 2)),
-                height=float(rng.uniform(0.5, 0.8)),
-                stroke=int(rng.integers(0, 3)),
-                rotate=float(rng.uniform(-12, 12)),
-            )
-            xs.append(to_mnist(mask))
-            ys.append(label)
-    order = rng.permutation(len(ys))
-    return np.stack(xs)[order], np.array(ys, dtype=np.int64)[order]
+CLASSES = DRAWN_CLASSES
+TINY_PRESET = TINY_SCRATCH
 
 
 def model_params(family: str, epochs: int) -> params_mod.ModelParams:
@@ -87,26 +71,7 @@ def root(tmp_path_factory, data) -> Path:
     """A project root: params.yaml (keras_cnn, dense_mlp and a scratch preset), the digits025
     class map, and that preset trained into models/tiny_scratch/."""
     root = tmp_path_factory.mktemp("root")
-    raw = params_spec("keras_cnn", "dense_mlp")
-    raw["models"][TINY_PRESET] = {
-        "family": "scratch",
-        "dataset": "digits025",
-        "arch": TINY_ARCH,
-        "train": {"epochs": 4, "batch_size": 16, "learning_rate": 0.003},
-    }
-    write_params(root, raw)
-    prepared = config.prepared_dir("digits025", root)
-    prepared.mkdir(parents=True)
-    (prepared / "meta.json").write_text(json.dumps({"classes": list(CLASSES)}))
-    train, val = data
-    history = families.get("scratch").train(
-        params_mod.parse(raw).models[TINY_PRESET],
-        train,
-        val,
-        seed=0,
-        out_dir=config.model_dir(TINY_PRESET, root),
-        progress=False,
-    )
+    history = tiny_scratch_project(root, *data, "keras_cnn", "dense_mlp")
     assert history[-1]["val_accuracy"] > 0.95
     return root
 

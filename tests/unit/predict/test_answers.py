@@ -18,14 +18,21 @@ import numpy as np
 import pytest
 
 from pipeline.core import config
-from pipeline.core import params as params_mod
-from pipeline.data.prepared import Split, save_split
+from pipeline.data.prepared import Split
 from pipeline.models import family as families
 from pipeline.predict import cli as predict
-from tests.helpers import REPO, glyph_mask, paint, params_spec, plain_env, write_params
-from tests.integration.test_predict import CLASSES, TINY_ARCH, drawn_digits
+from tests.helpers import (
+    DRAWN_CLASSES,
+    REPO,
+    TINY_SCRATCH,
+    drawn_digits,
+    glyph_mask,
+    paint,
+    plain_env,
+    tiny_scratch_project,
+)
 
-PRESET = "tiny_scratch"
+CLASSES, PRESET = DRAWN_CLASSES, TINY_SCRATCH
 RUN_ID = "0123456789abcdef0123456789abcdef"  # as train@ keeps it in models/<preset>/
 
 
@@ -34,24 +41,10 @@ def root(tmp_path_factory) -> Path:
     """A project root: params.yaml with the scratch preset, digits025's meta.json and
     validation split, and the preset trained into models/tiny_scratch/ with its run id."""
     root = tmp_path_factory.mktemp("root")
-    raw = params_spec("dense_mlp")
-    raw["models"][PRESET] = {
-        "family": "scratch",
-        "dataset": "digits025",
-        "arch": TINY_ARCH,
-        "train": {"epochs": 4, "batch_size": 16, "learning_rate": 0.003},
-    }
-    write_params(root, raw)
-    prepared = config.prepared_dir("digits025", root)
-    prepared.mkdir(parents=True)
-    (prepared / "meta.json").write_text(json.dumps({"classes": list(CLASSES)}))
     x, y = drawn_digits(100, seed=1)
     train, val = Split(x[:150], y[:150]), Split(x[150:], y[150:])
-    save_split(config.split_file(prepared, "val"), val)
+    tiny_scratch_project(root, train, val, "dense_mlp", val_split=True)
     out = config.model_dir(PRESET, root)
-    families.get("scratch").train(
-        params_mod.parse(raw).models[PRESET], train, val, seed=0, out_dir=out, progress=False
-    )
     (out / config.RUN_ID_FILE).write_text(RUN_ID + "\n")
     return root
 
