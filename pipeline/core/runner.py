@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.core import config
 from pipeline.core import params as params_mod
 from pipeline.core.io import remove_stale_temps
+from pipeline.core.procfs import proc_start
 
 
 class StageError(RuntimeError):
@@ -91,14 +92,6 @@ def clean_up(stage: str, params: params_mod.Params, name: str | None) -> None:
         )
 
 
-def _proc_start(pid: int) -> str | None:
-    """Start time of process ``pid`` in clock ticks (pids are reused); None: no such."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def mark_running(label: str) -> Path | None:
     """Create this process's marker in reports/running/ (``<label>.<pid>``, holding its
     start time); the caller removes it on any exit a handler sees. Only SIGKILL or a power
@@ -108,7 +101,7 @@ def mark_running(label: str) -> Path | None:
         return None
     marker = folder / f"{label}.{os.getpid()}"
     try:
-        marker.write_text(f"{_proc_start(os.getpid()) or ''}\n")
+        marker.write_text(f"{proc_start(os.getpid()) or ''}\n")
     except OSError:  # best effort: a stage never fails for its marker
         return None
     return marker
@@ -127,7 +120,7 @@ def stale_markers() -> list[Path]:
             started = marker.read_text().strip()
         except OSError:
             continue
-        now = _proc_start(int(pid))
+        now = proc_start(int(pid))
         if now is None or (started and now != started):
             stale.append(marker)
     return stale

@@ -152,7 +152,8 @@ def quiet() -> None:
     filter_stderr()
 
 
-if _stage_label():
+_LABEL = _stage_label()  # read /proc/self/cmdline once
+if _LABEL:
     quiet()
-if _stage_label() and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+if _LABEL and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
     signal.signal(signal.SIGTERM, _terminated_during_imports)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from pathlib import Path
 
 import mlflow
 
+from pipeline.core.procfs import boot_id, proc_start
 from pipeline.tracking.store import active_experiment, with_retry
 
 log = logging.getLogger(__name__)
@@ -20,36 +20,6 @@ PID_TAG, HOST_TAG, BOOT_TAG, START_TAG = (
     "pipeline.boot_id",
     "pipeline.proc_start",
 )
-
-# --------------------------------------------------------------------------- /proc
-
-
-def boot_id() -> str:
-    """This boot's id (``/proc/sys/kernel/random/boot_id``); "" when unreadable."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def proc_start(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks (pids are reused); None: no such."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
-
-
-def proc_parent(pid: int) -> tuple[int, list[bytes]] | None:
-    """The parent pid and the command line (``argv``) of process ``pid``; None: unreadable."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return ppid, cmd
-
 
 # --------------------------------------------------------------------------- orphans
 

@@ -14,7 +14,7 @@ from pipeline.core import config, numenv
 from pipeline.core.dvc_outs import lock_stages
 from pipeline.core.io import file_digest
 from pipeline.core.params import flatten
-from pipeline.tracking.orphans import boot_id, proc_parent, proc_start
+from pipeline.core.procfs import boot_id, proc_parent, proc_start
 
 
 def _git(root: Path, *args: str) -> str | None:
