@@ -21,10 +21,12 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -254,6 +256,46 @@ class ModelParams(_Model):
         return self
 
 
+class TtaParams(_Model):
+    """Test-time augmentation of an ensemble: the image and its shifts by 1..``shifts``
+    pixels up, down, left and right (4 views a step, zero-filled), probabilities averaged."""
+
+    shifts: Annotated[int, Field(ge=0, le=3)] = 1
+
+
+class EnsembleParams(_Model):
+    """``family: ensemble``: the class probabilities of trained presets (``members``, one
+    dataset), averaged with equal weights (``mean``) or weights fitted on the validation split
+    (``val``: softmax weights minimising the validation log-loss; never the test split)."""
+
+    family: Literal["ensemble"]
+    dataset: str  # the members' dataset (dvc.yaml's train@/evaluate@ read it like any model's)
+    members: Annotated[tuple[str, ...], _LIST]
+    weights: Literal["mean", "val"] = "mean"
+    tta: TtaParams | None = None
+
+    @field_validator("members")
+    @classmethod
+    def _members(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(v) < 2:
+            raise ValueError(f"list at least two presets, got {list(v)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate members in {list(v)}")
+        return v
+
+
+def _model_kind(raw: Any) -> str:
+    """The union tag of ``models.<name>``: ensemble or preset."""
+    family = raw.get("family") if isinstance(raw, Mapping) else getattr(raw, "family", None)
+    return "ensemble" if family == "ensemble" else "preset"
+
+
+AnyModelParams = Annotated[
+    Annotated[ModelParams, Tag("preset")] | Annotated[EnsembleParams, Tag("ensemble")],
+    Discriminator(_model_kind),
+]
+
+
 class MlflowParams(_Model):
     experiment: str = "mnist"
 
@@ -380,6 +422,8 @@ def check_sweep(params: Params, name: str) -> None:
         known = ", ".join(params.models)
         raise ParamsError(f"{where}.model: {sw.model!r} is not a model (known: {known})")
     mp, n_classes = params.models[sw.model], len(params.dataset_of(sw.model).classes)
+    if isinstance(mp, EnsembleParams):
+        raise ParamsError(f"{where}.model: {sw.model!r} is an ensemble: it has nothing to train")
     for key, dist in sw.space.items():
         for value in dist.extremes():
             try:
@@ -402,7 +446,7 @@ with warnings.catch_warnings():
         seed: int
         data: DataParams
         datasets: Annotated[Mapping[str, DatasetParams], _FROZEN]
-        models: Annotated[Mapping[str, ModelParams], _FROZEN]
+        models: Annotated[Mapping[str, AnyModelParams], _FROZEN]
         validate: ValidateParams = Field(default_factory=ValidateParams)
         mlflow: MlflowParams = Field(default_factory=MlflowParams)
         plot: PlotParams = Field(default_factory=PlotParams)
@@ -426,6 +470,9 @@ with warnings.catch_warnings():
                     raise ValueError(
                         f"{where}.dataset: {m.dataset!r} is not a dataset (known: {known})"
                     )
+                if isinstance(m, EnsembleParams):
+                    check_ensemble(self, name, m)
+                    continue
                 n_classes = len(self.datasets[m.dataset].classes)
                 check_arch(m.arch, n_classes, f"{where}.arch", m.family, f"dataset {m.dataset!r}")
                 check_shapes(m.arch, self.validate.image_shape, f"{where}.arch")
@@ -435,6 +482,23 @@ with warnings.catch_warnings():
             for name in self.sweeps:
                 check_sweep(self, name)
             return self
+
+
+def check_ensemble(params: Params, name: str, ens: EnsembleParams) -> None:
+    """Members are presets of ``models`` (not ensembles) on the ensemble's dataset."""
+    for i, member in enumerate(ens.members):
+        where = f"models.{name}.members[{i}]"
+        m = params.models.get(member)
+        if m is None:
+            presets = ", ".join(k for k, v in params.models.items() if v.family != "ensemble")
+            raise ParamsError(f"{where}: {member!r} is not a model (known: {presets})")
+        if isinstance(m, EnsembleParams):
+            raise ParamsError(f"{where}: {member!r} is an ensemble; members must be presets")
+        if m.dataset != ens.dataset:
+            raise ParamsError(
+                f"{where}: {member!r} is trained on {m.dataset!r}, the ensemble on "
+                f"{ens.dataset!r} (members share one dataset)"
+            )
 
 
 def check_arch(
@@ -510,6 +574,8 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"
+        elif i == 2 and loc[0] == "models" and part in ("preset", "ensemble"):
+            continue  # the tag of models.<name> (a preset or an ensemble)
         elif part != "[key]" and not (i and isinstance(loc[i - 1], int) and part in LAYER_TYPES):
             path += f".{part}" if path else str(part)
     return path

@@ -23,7 +23,9 @@ FAMILIES = {  # family name -> module implementing ModelFamily
     "scratch": "pipeline.models.numpy_cnn.family",
     "keras": "pipeline.models.keras.family",
     "custom": "pipeline.models.keras.family",
+    "ensemble": "pipeline.models.ensemble.family",
 }
+FORMATS = {"keras": "keras", "npz": "scratch", "ensemble": "ensemble"}  # logged file -> family
 
 
 @runtime_checkable
@@ -92,5 +94,5 @@ def load_verified(uri: str) -> tuple[ModelFamily, Any]:
     from pipeline import tracking  # mlflow: imported only by a caller that loads a model
 
     found = tracking.verified_model_file(uri)
-    family = get("keras" if found.format == "keras" else "scratch")
+    family = get(FORMATS[found.format])
     return family, family.load_file(found.path)

@@ -196,7 +196,7 @@ def _safe_proba(uri: str) -> tuple[Callable[[np.ndarray], np.ndarray], Path]:
 
     folder = tracking.local_model_folder(uri)
     found = tracking.safe_model_file(folder, uri)
-    family = families.get("keras" if found.format == "keras" else "scratch")
+    family = families.get(families.FORMATS[found.format])
     model = family.load_file(found.path)
     return _proba(family, model), found.path
 

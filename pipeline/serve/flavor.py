@@ -13,7 +13,8 @@ column ``image`` (the bytes of PNG/JPEG files; base64 text in JSON) -> per pictu
 implementation). With ``params={"return_image": true}`` a column ``image28`` adds the
 28x28 picture the model saw (784 grey levels in [0, 1], row by row).
 The network is the logged ``model.keras`` (Keras safe mode) or ``model.npz``
-(``allow_pickle=False``), loaded by its family's ``load_file``.
+(``allow_pickle=False``), or an ensemble's ``model`` folder of those, loaded by its family's
+``load_file``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ class DigitServing(PythonModel):
 
         path = Path(context.artifacts["model"])
         self.keras = path.suffix == ".keras"
-        self.family = families.get("keras" if self.keras else "scratch")
+        if path.is_dir():  # an ensemble: ensemble.json and its members' files
+            self.family, path = families.get("ensemble"), path / "ensemble.json"
+        else:
+            self.family = families.get("keras" if self.keras else "scratch")
         self.model = self.family.load_file(path)
         self.classes = [int(c) for c in json.loads(Path(context.artifacts["classes"]).read_text())]
         self.proba(np.zeros((1, 28, 28, 1), np.float32))  # warm-up: first call traces

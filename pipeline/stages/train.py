@@ -50,7 +50,9 @@ def logged_params(seed: int, name: str, mp, ds) -> dict:
     """The run's MLflow params: ``seed``, ``model``, ``model.arch`` (one readable line),
     ``model.<field>`` and ``dataset.<field>`` flattened (``model.train.learning_rate``,
     ``dataset.classes.<i>``), unset ones (None) left out."""
-    logged = {"seed": seed, "model": name, "model.arch": describe_arch(mp.arch)}
+    logged = {"seed": seed, "model": name}
+    if hasattr(mp, "arch"):  # an ensemble has members instead
+        logged["model.arch"] = describe_arch(mp.arch)
     flat = params_mod.flatten(mp)
     logged |= {f"model.{k}": v for k, v in flat.items() if not k.startswith("arch.")}
     logged |= {f"dataset.{k}": v for k, v in params_mod.flatten(ds).items()}
@@ -126,7 +128,8 @@ def run(params: Params, name: str, data_dir: Path, out_dir: Path) -> tuple[str, 
         def on_epoch(row: dict) -> None:
             tracking.log_metrics(mlflow_epoch_metrics(row), step=int(row["epoch"]))
             if lines:
-                print(epoch_line(name, row, mp.train.epochs), file=sys.stderr, flush=True)
+                epochs = mp.train.epochs if hasattr(mp, "train") else 1  # an ensemble: one row
+                print(epoch_line(name, row, epochs), file=sys.stderr, flush=True)
 
         # in a log, Keras' callbacks (early stopping's "Restoring model weights") are quiet too
         with no_keras_bars() if lines else contextlib.nullcontext():

@@ -31,7 +31,8 @@ class SafeModelFile:
     """A model of the project's families inside an MLflow model folder."""
 
     folder: Path  # the local MLflow model folder
-    format: str  # "keras" (a .keras file, loaded in safe mode) or "npz" (allow_pickle=False)
+    format: str  # "keras" (a .keras file, loaded in safe mode), "npz" (allow_pickle=False)
+    # or "ensemble" (ensemble.json naming member .keras/.npz files, each loaded as above)
     path: Path
 
 
@@ -92,6 +93,11 @@ def safe_model_file(folder: Path, uri: str = "") -> SafeModelFile:
         path = _inside(folder, rel)
         if path is not None and path.exists():
             return SafeModelFile(folder, "npz", path)
+    fmt = (conf.get("metadata") or {}).get(SAFE_FORMAT_KEY)
+    if isinstance(rel, str) and fmt == "ensemble" and "model_code_path" in pf:
+        path = _inside(folder, f"{rel}/ensemble.json")
+        if path is not None and path.exists():
+            return SafeModelFile(folder, "ensemble", path)
     pickles = sorted(p.name for p in folder.rglob("*") if p.name.endswith(PICKLE_NAMES))
     what = f" ({', '.join(pickles)})" if pickles else ""
     raise PickleRefused(

@@ -88,7 +88,12 @@ def log_keras_model(model, example: np.ndarray, keras_module: str) -> None:
 
 
 def log_pyfunc_model(
-    code_file: Path, artifacts: dict[str, Path], example: np.ndarray, proba: np.ndarray
+    code_file: Path,
+    artifacts: dict[str, Path],
+    example: np.ndarray,
+    proba: np.ndarray,
+    fmt: str = "npz",
+    pins: tuple[str, ...] = ("numpy",),
 ) -> None:
     """Log a pyfunc model defined in ``code_file`` (models-from-code: no pickle of the class)
     with its ``artifacts`` to the active run; the sha256 of every file is recorded."""
@@ -99,7 +104,7 @@ def log_pyfunc_model(
         signature=infer_signature(example, proba),
         input_example=example,
         code_paths=[str(PACKAGE_DIR)],
-        pip_requirements=_pins("numpy"),
-        metadata={SAFE_FORMAT_KEY: "npz"},
+        pip_requirements=_pins(*pins),
+        metadata={SAFE_FORMAT_KEY: fmt},  # "npz", or "ensemble" (loading.safe_model_file)
     )
     digests.record(info)

@@ -38,7 +38,7 @@ ALIAS = "champion"
 # does not depend on the serve/, predict/ and models/ code that file uses.
 CODE_FILE = Path(__file__).resolve().parents[1] / "serve" / "flavor.py"
 ARTIFACT = "serving"  # the logged model's name in its run: runs:/<run id>/serving
-MODEL_FILES = ("model.keras", "model.npz")
+MODEL_FILES = ("model.keras", "model.npz", "model/ensemble.json")  # an ensemble: its folder
 log = logging.getLogger(__name__)
 
 SIGNATURE = ModelSignature(
@@ -84,6 +84,8 @@ def log_serving_model(preset: str, model_dir: Path, classes) -> str:
     model_file = next((model_dir / f for f in MODEL_FILES if (model_dir / f).is_file()), None)
     if model_file is None:
         raise ServingError(f"{model_dir}: no {' or '.join(MODEL_FILES)} to serve")
+    if model_file.name == "ensemble.json":
+        model_file = model_file.parent  # the folder: ensemble.json and the member files
     with tempfile.TemporaryDirectory() as tmp:
         classes_file = Path(tmp) / "classes.json"
         classes_file.write_text(json.dumps([int(c) for c in classes]))

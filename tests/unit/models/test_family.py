@@ -13,7 +13,7 @@ import typing
 
 import pytest
 
-from pipeline.core.params import ModelParams
+from pipeline.core.params import EnsembleParams, ModelParams
 from pipeline.models import family as families
 from pipeline.models.family import FAMILIES, ModelFamily
 
@@ -91,7 +91,8 @@ def test_the_signature_check_catches_a_wrong_module():
 
 
 def test_every_family_of_params_is_registered_and_others_are_refused():
-    assert set(FAMILIES) == set(typing.get_args(ModelParams.model_fields["family"].annotation))
+    named = [m.model_fields["family"].annotation for m in (ModelParams, EnsembleParams)]
+    assert set(FAMILIES) == {f for a in named for f in typing.get_args(a)}
     with pytest.raises(ValueError, match=r"^unknown model family 'torch' \(known: scratch, "):
         families.get("torch")
 

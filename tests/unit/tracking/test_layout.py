@@ -10,7 +10,12 @@ import pipeline
 from pipeline.tracking import models
 
 PIPELINE = Path(pipeline.__file__).resolve().parent
-MLFLOW_IMPORTERS = {"models/numpy_cnn/flavor.py", "models/keras/flavor.py", "serve/flavor.py"}
+MLFLOW_IMPORTERS = {
+    "models/numpy_cnn/flavor.py",
+    "models/keras/flavor.py",
+    "models/ensemble/flavor.py",
+    "serve/flavor.py",
+}
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:

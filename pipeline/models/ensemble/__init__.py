@@ -1,0 +1,1 @@
+"""The ensemble family: trained presets' class probabilities averaged (family.py)."""
