@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline import tracking
@@ -27,7 +29,7 @@ from pipeline.core import config, numenv, runner
 from pipeline.core.params import Params
 from pipeline.data.prepared import load_meta, load_split
 from pipeline.models import family as families
-from pipeline.report import evaluation
+from pipeline.report import card, evaluation
 from pipeline.report.evaluation import Evaluation
 
 
@@ -65,6 +67,11 @@ def log_to_run(
         tracking.log_artifacts(plots, artifact_path=config.EVALUATION_ARTIFACTS)
         tracking.log_artifact(metrics_path, artifact_path=config.EVALUATION_ARTIFACTS)
         tracking.log_images(plots / config.IMAGES_DIR)
+        with tempfile.TemporaryDirectory() as tmp:  # beside the model card (report/card.py)
+            labels = np.asarray(ev.classes)
+            data = {"dataset": mp.dataset, "source": params.data.source}
+            card.write_material(Path(tmp), ev.x, labels[ev.y], labels[ev.pred], data)
+            tracking.log_artifacts(Path(tmp), artifact_path=card.CARD_DIR)
         tracking.tag_test_accuracy(name, run_id, ev.summary["accuracy"])
 
 

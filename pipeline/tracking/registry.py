@@ -1,6 +1,7 @@
 """The Model Registry: train@<model> registers its model as a new version of registered
 model ``<model>``, evaluate@ tags it with ``test_accuracy``, plot moves alias ``champion``
-to it only when the promotion gate (pipeline/tracking/gate.py) finds it better on evidence."""
+to it only when the promotion gate (pipeline/tracking/gate.py) finds it better on evidence;
+each decision rewrites the version's model card (pipeline/tracking/cards.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import mlflow
 from filelock import FileLock
 
 from pipeline.core import config, numenv
-from pipeline.tracking import digests, gate, serving
+from pipeline.tracking import cards, digests, gate, serving
 from pipeline.tracking.provenance import dataset_hash, git_commit
 from pipeline.tracking.store import TrackingError, reachable, register_quietly, with_retry
 
@@ -108,6 +109,7 @@ def _promote(client, preset: str, run_id: str, settings: gate.Settings) -> str:
         return f"{preset}: champion stays v{champ.version} (test_accuracy {acc:.4f})"
     decision = gate.decide(client, preset, candidate, champ, settings)
     gate.record(client, preset, candidate, decision, CHAMPION if decision.promote else CHALLENGER)
+    cards.write_card(client, preset, candidate.version)  # the card carries the decision
     return decision.line
 
 
@@ -136,6 +138,7 @@ def promote_by_hand(
         moved = f"{preset}: champion {before} -> v{candidate.version} (promoted by hand)"
         decision = gate.Decision(True, f"{moved}; the gate said: {decision.line}", decision.tags)
         gate.record(client, preset, candidate, decision, CHAMPION)
+        cards.write_card(client, preset, candidate.version)  # now with the person's decision
         serving.follow_champion(client, preset)  # <preset>-serving@champion moves along
         return [*lines, moved]
 
