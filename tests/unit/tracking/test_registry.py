@@ -149,7 +149,7 @@ def test_gate_needs_evidence_not_any_margin(client):
     v2 = version_of(client, "g", handful)
     assert v2.tags["gate.decision"] == "challenger" and v2.tags["gate.p_value"] == "0.125"
     assert v2.tags["gate.fixed"] == "3" and v2.tags["gate.champion"] == "1"
-    assert v2.description == f"Gate: {line}"
+    assert v2.description.startswith(f"Gate: {line}\n\nModel card: ")  # + its card link
 
     clearly = new_version(client, "g", 0.950)
     line = tracking.promote(client, "g", clearly)
