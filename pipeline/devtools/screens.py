@@ -15,12 +15,18 @@ under ``--out``:
   experiment's training runs on MLflow's "Model training" view: pipeline/devtools/ui.py says
   why the address, not the ``mlflow.experimentKind`` tag, picks the view);
 - ``runs.png``: the runs table (``#/experiments/<id>/runs``);
+- ``figures.png``: the experiment's saved view "Figures" (pipeline/tracking/views.py): the
+  runs' charts with the confusion matrix drawn as a picture;
 - ``run.png``: one training run's charts (``.../runs/<id>/model-metrics``): ``--run``, else
-  the newest finished run with a ``preset`` tag and a ``test_accuracy``.
+  the newest finished run with a ``preset`` tag and a ``test_accuracy``;
+- ``bare.png``: the bare experiment address (``#/experiments/<id>``) in a fresh browser.
 
 It prints each file it wrote, then one line per problem (a page that did not render, the
 landing view without the runs, training runs with the same name, no confusion-matrix image
-shown in the run's charts) and exits 1 when there was one.
+shown in the "Figures" view) and exits 1 when there was one. What MLflow 3.17.2 cannot be told
+to do (docs/decisions/0006-mlflow-ui-figures-and-landing.md) is one ``limit:`` line each, when
+seen: the run page's image card drawing its params over the picture, the bare address opening
+on the GenAI view.
 """
 
 from __future__ import annotations
@@ -359,12 +365,15 @@ LOADED_IMAGE = (
     f"[...document.images].some(i => i.complete && i.naturalWidth > 0"
     f" && decodeURIComponent(i.currentSrc || i.src).includes({json.dumps(CONFUSION_KEY)}))"
 )
+ADR = "docs/decisions/0006-mlflow-ui-figures-and-landing.md"
 # MLflow 3.17's image card lists every param of the run (key=value) above the image and cuts
-# what does not fit; its settings' "Show run parameters" switch (kept in the browser) hides it.
+# what does not fit; its settings' "Show run parameters" switch hides it, and the run page keeps
+# its charts' settings in the browser only (local storage), so nothing the store holds can.
 CLIPPED = (
-    "the {key} image of run {run!r} is loaded but drawn under the card's list of the run's "
-    "params (MLflow's image card lists them all above the image; its settings' 'Show run "
-    "parameters' switch hides them)"
+    "run.png: the {key} image of run {run!r} is loaded but drawn under the card's list of "
+    "the run's params: MLflow's run page starts every image card with 'Show run parameters' on "
+    "and keeps the switch in the browser only; the saved view 'Figures' (figures.png) draws it "
+    f"({ADR})"
 )
 
 # MLflow 3.17's UI picks the view from ?workflowType= in the URL, else the browser's "GenAI |
@@ -372,12 +381,22 @@ CLIPPED = (
 # make ui prints an address that names the view (ui.landing_url).
 LANDING_MISSING = "make ui's address opened without the experiment's training runs"
 ON_RUNS = f"(h => h.includes('/runs') && h.includes({ui.TRAINING_VIEW!r}))(location.hash)"
+# The bare address redirects to a tab of the view the browser's switch holds (genai: overview)
+ON_A_TAB = "/\\/experiments\\/[^/?]+\\/[a-z-]+/.test(location.hash)"
+BARE_GENAI = (
+    "bare.png: the bare address {url} opened {hash} (MLflow's GenAI view) in a fresh browser: "
+    "MLflow 3.17.2 picks the view from ?workflowType= in the address, else the browser's saved "
+    f"switch (default genai), never from the experiment's tags; make ui prints {{landing}} ({ADR})"
+)
 
 
 def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
     """Screenshot the pages of experiment ``name``, printing each file written; the problems
     seen, one line each."""
+    from pipeline.tracking import views  # imports mlflow: only for a walk
+
     problems: list[str] = []
+    limits: list[str] = []
     exp_id, exp_tags = experiment(base, name)
     if KIND_TAG not in exp_tags:
         problems.append(
@@ -398,20 +417,40 @@ def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
         if chosen is None:
             problems.append(f"no training run in experiment {name!r} (no run has a preset tag)")
     names = json.dumps([r.name for r in trained[:20] if r.name])
+    shows_matrix = f"{SHOWS_IMAGE}({json.dumps(CONFUSION_KEY)})"
+    landing = ui.landing_url(base, exp_id)
     pages = [
-        ("landing.png", ui.landing_url(base, exp_id), 1000,
+        ("landing.png", landing, 1000,
          f"experiment {name!r} as make ui's address opens it",
          f"{ON_RUNS} && {SHOWS_ANY_TEXT}({names})", LANDING_MISSING),
         ("runs.png", f"experiments/{exp_id}/runs", 1000, f"the runs table ({len(all_runs)} runs)",
          f"{SHOWS_ANY_TEXT}({names})", "the runs table shows no training run"),
     ]  # fmt: skip
+    if views.VIEW_TAG not in exp_tags:
+        problems.append(
+            f"experiment {name!r} has no saved view {views.VIEW_NAME!r} (tag {views.VIEW_TAG}): "
+            "evaluate@ adds it when it logs the figures (tracking.log_images)"
+        )
+    elif CONFUSION_KEY not in views.image_keys(exp_tags[views.VIEW_TAG]):
+        print(f"note: the saved view {views.VIEW_NAME!r} was saved over; drawing it as it is")
+    if views.VIEW_TAG in exp_tags:
+        pages.append((
+            "figures.png", views.query(exp_id), 1400,
+            f"the saved view {views.VIEW_NAME!r}: the runs' charts with their figures",
+            shows_matrix,
+            f"no {CONFUSION_KEY} image drawn in the saved view {views.VIEW_NAME!r}",
+        ))  # fmt: skip
     if chosen is not None:
         pages.append((
             "run.png", f"experiments/{exp_id}/runs/{chosen.run_id}/model-metrics", RUN_HEIGHT,
-            f"the charts of run {chosen.name!r} ({chosen.run_id})",
-            f"{SHOWS_IMAGE}({json.dumps(CONFUSION_KEY)})",
+            f"the charts of run {chosen.name!r} ({chosen.run_id})", shows_matrix,
             f"no {CONFUSION_KEY} image in the charts of run {chosen.name!r}",
         ))  # fmt: skip
+    pages.append((
+        "bare.png", f"experiments/{exp_id}", 1000,
+        f"the bare address of experiment {name!r} in a fresh browser", ON_A_TAB,
+        "the bare experiment address opened no tab of the experiment",
+    ))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="screens-profile-") as profile:
         browser = Browser(Path(profile))
@@ -424,9 +463,14 @@ def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
                     session = browser.page(url, WIDTH, height)
                     if not browser.wait_for(session, shows, PAGE_TIMEOUT):
                         if file == "run.png" and browser.evaluate(session, LOADED_IMAGE):
-                            missing = CLIPPED.format(key=CONFUSION_KEY, run=chosen.name)
-                        problems.append(f"{file}: {missing} ({url})")
+                            limits.append(CLIPPED.format(key=CONFUSION_KEY, run=chosen.name))
+                        else:
+                            problems.append(f"{file}: {missing} ({url})")
                     time.sleep(SETTLE)  # charts and tables finish drawing
+                    if file == "bare.png":
+                        where = browser.evaluate(session, "location.hash") or ""
+                        if "workflowType=genai" in where or "/runs" not in where:
+                            limits.append(BARE_GENAI.format(url=url, hash=where, landing=landing))
                     browser.screenshot(session, png)
                 except ScreensError as exc:
                     problems.append(f"{file}: {exc}")
@@ -436,6 +480,8 @@ def walk(base: str, out: Path, name: str, run_id: str | None) -> list[str]:
                     problems.append(f"{file}: the page drew nothing ({url})")
         finally:
             browser.close()
+    for line in limits:
+        print(f"limit: {line}", flush=True)
     return problems
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import mlflow
 
 from pipeline.core import config
+from pipeline.tracking import views
 from pipeline.tracking.orphans import kill_orphan_runs, process_tags
 from pipeline.tracking.provenance import dataset_hash, file_md5, run_tags
 from pipeline.tracking.store import reachable, with_retry
@@ -126,7 +127,8 @@ IMAGE_KEYS = ("confusion_matrix", "curves", "predictions_grid")  # predictions_g
 
 def log_images(folder: Path, names: tuple[str, ...] = IMAGE_KEYS) -> None:
     """Figures at the run's top level (``<name>.png``) and as MLflow images (key ``<name>``),
-    which the UI's run comparison shows side by side; nested artifacts it cannot reach."""
+    which the UI's run comparison shows side by side (nested artifacts it cannot reach) and the
+    experiment's saved view "Figures" draws as pictures."""
     from PIL import Image
 
     for name in names:
@@ -138,6 +140,16 @@ def log_images(folder: Path, names: tuple[str, ...] = IMAGE_KEYS) -> None:
             # synchronous: MLflow's default queues the image's tag, and end_run then waits
             # about a second for its logging thread (measured in evaluate@)
             mlflow.log_image(img.convert("RGB"), key=name, step=0, synchronous=True)
+    _ensure_figures_view(names)
+
+
+def _ensure_figures_view(names: tuple[str, ...]) -> None:
+    """Give the active run's experiment the saved view that draws images ``names`` as pictures
+    (views.py), unless it has one by that id (a user may have saved over it)."""
+    client = mlflow.MlflowClient()
+    exp_id = mlflow.active_run().info.experiment_id
+    if views.VIEW_TAG not in with_retry(lambda: client.get_experiment(exp_id)).tags:
+        with_retry(lambda: client.set_experiment_tag(exp_id, views.VIEW_TAG, views.envelope(names)))
 
 
 def log_prepared_inputs(dataset: str, data_dir: Path, root: Path = config.ROOT) -> None:
