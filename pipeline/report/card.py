@@ -1,10 +1,11 @@
 """The model card of a registered version: markdown built from plain data.
 
 :func:`render` turns a :class:`CardData` into the card's text; pipeline/tracking/cards.py
-fills the data from the version, its run and evaluate@'s artifacts and logs the card, so the
-text here is tested without MLflow. evaluate@<model> calls :func:`write_material` to log,
-beside the card (``model_card/`` of the run), the thumbnails of the most common confusions
-and where the data came from.
+fills the data from the version, its run and evaluate@'s artifacts and logs the card (when
+evaluate@ tags the version, and at each gate decision), so the text is tested without
+MLflow. evaluate@<model> calls :func:`write_material` to log, beside the card
+(``model_card/`` of the run), the thumbnails of the most common confusions and where the
+data came from.
 """
 
 from __future__ import annotations
@@ -322,7 +323,11 @@ def _gate(d: CardData) -> list[str]:
     g = d.gate
     lines = ["## Promotion gate", ""]
     if "decision" not in g:
-        return [*lines, "Not decided yet (the plot stage decides after evaluate@)."]
+        return [
+            *lines,
+            "Not decided: the gate of the plot stage has not seen this version yet (a DVC "
+            "experiment of some stages only, such as a `make seeds` study, never reaches it).",
+        ]
     by_hand = "promoted by hand" in g.get("line", "")
     decision = f"**{g['decision']}**" + (" (promoted by hand)" if by_hand else "")
     lines += [f"Decision: {decision}.", "", f"> {g.get('line', '')}", ""]
@@ -342,7 +347,8 @@ def render(d: CardData) -> str:
         f"# Model card: {d.preset} version {d.version}",
         "",
         f"Registered model `{d.preset}`, version {d.version}, run `{d.run_id}`. Written by "
-        "pipeline/tracking/cards.py when the promotion gate decided.",
+        "pipeline/tracking/cards.py when evaluate@ scored the version, and again at each "
+        "decision of the promotion gate.",
     ]
     sections = [
         head,

@@ -1,9 +1,10 @@
 """The model card of a registered version (pipeline/report/card.py): what the version, its
 run and evaluate@'s artifacts hold, rendered and logged to the run as
 ``model_card/model_card.md`` beside the confusion thumbnails evaluate@ logged there, and
-linked from the version's description. registry.py writes it each time the promotion gate
-records a decision (plot's gate and ``python -m pipeline.promote``), so the card carries the
-decision with its numbers.
+linked from the version's description. registry.py writes it when evaluate@ tags the
+version with its test accuracy, and again each time the promotion gate records a decision
+(plot's gate and ``python -m pipeline.promote``), so the card carries the decision with its
+numbers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pipeline.tracking.store import with_retry
 
 CARD_ARTIFACT = f"{card.CARD_DIR}/{card.CARD_FILE}"
 PER_CLASS_ARTIFACT = "evaluation/tables/per_class.json"  # evaluate@'s per-class figures
-DESCRIPTION_MARK = "\n\nModel card: "
+LINK_LABEL = "Model card: "
+DESCRIPTION_MARK = f"\n\n{LINK_LABEL}"
 METRICS = (
     "accuracy",
     "accuracy_ci95_low",
@@ -157,6 +159,9 @@ def write_card(client, preset: str, version: str) -> str:
     with_retry(lambda: client.log_text(mv.run_id, text, CARD_ARTIFACT))
     experiment = client.get_run(mv.run_id).info.experiment_id
     before = (mv.description or "").split(DESCRIPTION_MARK)[0]
+    if before.startswith(LINK_LABEL):  # only the link, written before the gate decided
+        before = ""
     link = f"[{CARD_ARTIFACT}]({ui_link(experiment, mv.run_id)}) (`{card_uri(mv.run_id)}`)"
-    client.update_model_version(preset, mv.version, description=f"{before}{DESCRIPTION_MARK}{link}")
+    text = f"{before}\n\n{LINK_LABEL}{link}" if before else f"{LINK_LABEL}{link}"
+    client.update_model_version(preset, mv.version, description=text)
     return card_uri(mv.run_id)

@@ -1,7 +1,8 @@
 """The Model Registry: train@<model> registers its model as a new version of registered
 model ``<model>``, evaluate@ tags it with ``test_accuracy``, plot moves alias ``champion``
-to it only when the promotion gate (pipeline/tracking/gate.py) finds it better on evidence;
-each decision rewrites the version's model card (pipeline/tracking/cards.py)."""
+to it only when the promotion gate (pipeline/tracking/gate.py) finds it better on evidence.
+A version's model card (pipeline/tracking/cards.py) is written when evaluate@ tags it, and
+again with each decision of the gate."""
 
 from __future__ import annotations
 
@@ -55,13 +56,15 @@ def run_version(client, preset: str, run_id: str):
 
 
 def tag_test_accuracy(preset: str, run_id: str, accuracy: float) -> str | None:
-    """Tag the version that ``run_id`` registered with its ``test_accuracy``; its number."""
+    """Tag the version that ``run_id`` registered with its ``test_accuracy`` and write its
+    model card (pipeline/tracking/cards.py); its number."""
     client = mlflow.MlflowClient()
     with reachable():
         version = run_version(client, preset, run_id)
         if version is None:
             return None
         client.set_model_version_tag(preset, version.version, "test_accuracy", f"{accuracy:.6f}")
+        cards.write_card(client, preset, version.version)  # the gate's decision comes later
     return str(version.version)
 
 

@@ -107,7 +107,7 @@ def test_the_gate_decision_and_its_numbers():
     assert "| its drop (points) | `0.3964` |" in gate
     by_hand = {"decision": "champion", "line": "k: champion v6 -> v7 (promoted by hand); ..."}
     assert "Decision: **champion** (promoted by hand)." in card.render(data(gate=by_hand))
-    assert "Not decided yet" in card.render(data(gate={}))
+    assert "Not decided: the gate of the plot stage" in card.render(data(gate={}))
 
 
 def test_missing_figures_are_said_not_guessed():

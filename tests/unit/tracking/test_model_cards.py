@@ -76,7 +76,10 @@ def card_text(client, run_id: str, tmp_path) -> str:
 
 @pytest.mark.slow
 def test_a_decided_version_has_its_card_linked_from_its_description(client, tmp_path):
-    run_id = trained_version(client, "c", wrong=5)
+    run_id = trained_version(client, "c", wrong=5)  # evaluate@'s tag writes the first card
+    assert "Not decided: the gate" in card_text(client, run_id, tmp_path / "before")
+    v1 = client.get_model_version("c", "1")
+    assert v1.description.startswith("Model card: [model_card/model_card.md](#/experiments/")
     tracking.promote(client, "c", run_id)
     listed = {f.path for f in client.list_artifacts(run_id, card.CARD_DIR)}
     assert cards.CARD_ARTIFACT in listed and "model_card/confusion_5_as_0.png" in listed
