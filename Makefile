@@ -27,7 +27,7 @@ export PYTHONHASHSEED := 0
 
 .PHONY: bench bench-keras bench-sweep sweep benchmarks compare exps help setup repro test test-fast lint actionlint format ui screens clean \
 	verify-repro verify-metrics server server-user server-stop \
-	serve serve-stop bench-serve
+	serve serve-stop bench-serve seeds
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -139,6 +139,10 @@ sweep: setup ## Hyperparameter sweep NAME of params.yaml (sweeps:) on Ray Tune (
 
 bench-sweep: setup ## An 8-trial sweep at 1 and 2 trials at a time, and Ray's overhead (last line JSON)
 	$(BIN)/python -m pipeline.sweep.bench
+
+seeds: setup ## Rerun PRESET with N seeds (temporary DVC experiments): mean ± std of test accuracy (last line JSON)
+	@test -n "$(PRESET)" || { echo "usage: make seeds PRESET=<a model of params.yaml> [N=3]"; exit 2; }
+	$(BIN)/python -m pipeline.devtools.seeds $(PRESET) --n $(or $(N),3)
 
 benchmarks: setup ## Rewrite docs/benchmarks.md: the last make repro's figures, then runs bench and bench-keras
 	$(BIN)/python -m pipeline.devtools.benchmarks
