@@ -74,6 +74,44 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
 
 
+# --------------------------------------------------------------------------- MLflow store
+
+_EMPTY_STORE: Path | None = None  # this process's template: MLflow's schema, nothing logged
+
+
+def empty_store(folder: Path) -> Path:
+    """``folder``/mlflow.db as MLflow creates it on first use (its schema and the Default
+    experiment, whose artifacts go to ``<cwd>/mlruns/0``), copied from a store this process
+    made once: MLflow's migrations take over a second of CPU per new store. For tests that
+    need a store, not tests of how one is created."""
+    import sqlite3
+    import tempfile
+    import time
+
+    global _EMPTY_STORE
+    if _EMPTY_STORE is None:
+        import mlflow
+
+        made = Path(tempfile.mkdtemp(prefix="mlflow-empty-")) / "mlflow.db"
+        mlflow.MlflowClient(f"sqlite:///{made}").search_experiments()  # runs the migrations
+        _EMPTY_STORE = made
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / "mlflow.db"
+    shutil.copyfile(_EMPTY_STORE, db)
+    now = int(time.time() * 1000)
+    con = sqlite3.connect(db)
+    try:
+        con.execute(
+            "UPDATE experiments SET artifact_location = ?, creation_time = ?, "
+            "last_update_time = ? WHERE experiment_id = 0",
+            (str(Path.cwd() / "mlruns" / "0"), now, now),
+        )
+        con.commit()
+    finally:
+        con.close()
+    return db
+
+
 # --------------------------------------------------------------------------- params
 
 

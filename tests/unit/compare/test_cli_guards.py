@@ -7,6 +7,7 @@ import mlflow
 from pipeline import tracking
 from pipeline.compare import analysis, cli
 from pipeline.core import config
+from tests.helpers import empty_store
 
 
 def test_the_commit_row_reads_the_tag_runs_carry():
@@ -18,6 +19,7 @@ def test_the_commit_row_reads_the_tag_runs_carry():
 def test_a_run_compared_with_itself_is_refused_before_logging(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(config, "ROOT", tmp_path)
+    empty_store(tmp_path)
     tracking.setup("self", root=tmp_path)
     csv = tmp_path / config.PREDICTIONS_CSV
     csv.write_text("index,actual,predicted\n0,1,1\n1,2,0\n")

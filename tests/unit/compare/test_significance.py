@@ -17,6 +17,7 @@ from pipeline import tracking
 from pipeline.compare import analysis, cli, report
 from pipeline.compare.analysis import RunData
 from pipeline.core import config
+from tests.helpers import empty_store
 
 CLASSES = ["0", "2", "5"]
 Z = 1.959963984540054  # the 97.5% point of the standard normal
@@ -182,6 +183,7 @@ def test_cli_prints_intervals_and_verdict(tmp_path, monkeypatch, capsys):
     (digits, not class indices)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setattr(config, "ROOT", tmp_path)
+    empty_store(tmp_path)
     tracking.setup("significance", root=tmp_path)
     digits = np.array([int(c) for c in CLASSES])
     ids = []

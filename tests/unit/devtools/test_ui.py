@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.devtools import screens, ui
+from tests.helpers import empty_store
 
 
 def test_mlflow_ui_with_one_worker_and_no_job_runner_on_the_checkout_store(tmp_path, monkeypatch):
@@ -92,6 +93,7 @@ def test_make_ui_prints_the_experiments_training_runs_on_the_training_view(tmp_p
 
     # the store of tmp_path, whatever an earlier test of this worker left in the environment
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    empty_store(tmp_path)
     tracking.setup("mnist", root=tmp_path)
     uri = tracking.tracking_uri(tmp_path)
     assert uri == f"sqlite:///{tmp_path}/mlflow.db"

@@ -26,6 +26,7 @@ from tests.helpers import (
     REPO,
     TINY_SCRATCH,
     drawn_digits,
+    empty_store,
     glyph_mask,
     paint,
     plain_env,
@@ -190,6 +191,7 @@ def registered(root, tmp_path_factory):
     uri = f"sqlite:///{store / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
+        empty_store(store)
         tracking.setup("predict-answers", root=store)
         family = families.get("scratch")
         folder = config.model_dir(PRESET, root)

@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 from pipeline.core.params import LayerSpec
 from pipeline.models.numpy_cnn.network import Network
 from pipeline.tracking import serving
+from tests.helpers import empty_store
 
 ARCH = [{"type": "flatten"}, {"type": "dense", "units": 3, "activation": "softmax"}]
 
@@ -22,6 +23,7 @@ ARCH = [{"type": "flatten"}, {"type": "dense", "units": 3, "activation": "softma
 def store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    empty_store(tmp_path)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
     model_dir = tmp_path / "model"

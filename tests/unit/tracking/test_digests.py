@@ -20,7 +20,7 @@ from pipeline.core.params import ConvSpec, DenseSpec, FlattenSpec
 from pipeline.models import family as families
 from pipeline.models.numpy_cnn import family
 from pipeline.models.numpy_cnn.network import Network
-from tests.helpers import REPO, plain_env
+from tests.helpers import REPO, empty_store, plain_env
 
 TINY = (ConvSpec(filters=2, kernel=3), FlattenSpec(), DenseSpec(units=3, activation="softmax"))
 
@@ -32,6 +32,7 @@ def logged(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
+        empty_store(root)
         tracking.setup("digests", root=root)
         net = Network(TINY, (28, 28, 1), seed=0)
         net.save(root / "model.npz")

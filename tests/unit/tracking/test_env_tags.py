@@ -8,6 +8,7 @@ import mlflow.pyfunc
 
 from pipeline import tracking
 from pipeline.core import numenv
+from tests.helpers import empty_store
 
 
 class Constant(mlflow.pyfunc.PythonModel):
@@ -18,6 +19,7 @@ class Constant(mlflow.pyfunc.PythonModel):
 def test_training_run_and_registry_version_carry_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("PIPELINE_REPRO_ID", "rep-env")
+    empty_store(tmp_path)
     tracking.setup("env-tags", root=tmp_path)
     expected = numenv.as_tags(numenv.probe())
     with tracking.training_run("envmodel", "dense", "digits10", root=tmp_path) as run_id:
@@ -44,6 +46,7 @@ def test_serving_version_carries_the_environment(tmp_path, monkeypatch):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    empty_store(tmp_path)
     mlflow.set_tracking_uri(uri)
     try:
         exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline import tracking
+from tests.helpers import empty_store
 
 
 @pytest.fixture
@@ -13,6 +14,7 @@ def store(tmp_path, monkeypatch):
     import mlflow
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    empty_store(tmp_path)
     exp = tracking.setup("pulled", root=tmp_path)
     yield mlflow.MlflowClient(), exp
     mlflow.end_run()

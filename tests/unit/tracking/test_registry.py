@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import tracking
+from tests.helpers import empty_store
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,7 @@ def client(tmp_path_factory):
     folder = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        empty_store(folder)
         client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
         client.exp_id = tracking.setup("registry-tests", root=folder)
         client.model_dir = folder / "model"

@@ -8,10 +8,12 @@ import mlflow
 
 from pipeline import tracking
 from pipeline.tracking import provenance, store
+from tests.helpers import empty_store
 
 
 def test_experiment_opens_on_training_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    empty_store(tmp_path)
     exp_id = tracking.setup("fresh", root=tmp_path)
     tags = mlflow.get_experiment(exp_id).tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"
@@ -19,6 +21,7 @@ def test_experiment_opens_on_training_runs(tmp_path, monkeypatch):
 
 def test_existing_experiment_without_kind_gets_it(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    empty_store(tmp_path)
     mlflow.set_tracking_uri(store.tracking_uri(tmp_path))
     old = mlflow.create_experiment("old", artifact_location=store.artifact_location(tmp_path))
     assert "mlflow.experimentKind" not in mlflow.get_experiment(old).tags
@@ -72,6 +75,7 @@ def test_training_run_carries_the_label(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     monkeypatch.setenv("PIPELINE_REPRO_ID", "feedbeef0000")
+    empty_store(tmp_path)
     tracking.setup("labels", root=tmp_path)
     with tracking.training_run("dense_mlp", "numpy", "mnist", root=tmp_path) as run_id:
         pass
