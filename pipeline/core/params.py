@@ -485,7 +485,10 @@ with warnings.catch_warnings():
 
 
 def check_ensemble(params: Params, name: str, ens: EnsembleParams) -> None:
-    """Members are presets of ``models`` (not ensembles) on the ensemble's dataset."""
+    """Members are presets of ``models`` (not ensembles) on the ensemble's dataset, listed
+    before it: DVC runs the train@ stages in that order (dvc.yaml cannot list an ensemble's
+    members as deps of its train@; docs/decisions/0005-ensemble-stage-deps.md)."""
+    order = list(params.models)
     for i, member in enumerate(ens.members):
         where = f"models.{name}.members[{i}]"
         m = params.models.get(member)
@@ -494,6 +497,8 @@ def check_ensemble(params: Params, name: str, ens: EnsembleParams) -> None:
             raise ParamsError(f"{where}: {member!r} is not a model (known: {presets})")
         if isinstance(m, EnsembleParams):
             raise ParamsError(f"{where}: {member!r} is an ensemble; members must be presets")
+        if order.index(member) > order.index(name):
+            raise ParamsError(f"{where}: {member!r} must come before {name!r} in models")
         if m.dataset != ens.dataset:
             raise ParamsError(
                 f"{where}: {member!r} is trained on {m.dataset!r}, the ensemble on "

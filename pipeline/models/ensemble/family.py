@@ -26,8 +26,8 @@ from pipeline.core.io import BadModelFile
 MODEL_FILE = "model/ensemble.json"  # under models/<ensemble>/
 MEMBER_FILES = {"model.keras": "keras", "model.npz": "scratch"}  # file name -> family
 MODEL_FILE_DIR = "model"
-FIT_STEPS = 300
-FIT_RATE = 0.5
+FIT_STEPS = 500  # converged by 300 on the default run's members (val log-loss to 1e-5)
+FIT_RATE = 5.0
 TRAIN_ROWS = 2000  # history's loss/accuracy: the first training images (the members saw them)
 
 
@@ -96,7 +96,8 @@ def combine(probas: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 def fit_weights(probas: np.ndarray, y: np.ndarray, steps: int = FIT_STEPS) -> np.ndarray:
     """Softmax weights minimising the log-loss of ``combine(probas, w)`` on labels ``y``:
-    gradient descent from equal weights (deterministic, no randomness)."""
+    exponentiated gradient (the softmax logits move against the gradient in the weights)
+    from equal weights; deterministic, nothing random to seed."""
     m = probas.shape[0]
     picked = probas[:, np.arange(len(y)), y]  # (M, N): each member's probability of the label
     z = np.zeros(m)
@@ -105,7 +106,7 @@ def fit_weights(probas: np.ndarray, y: np.ndarray, steps: int = FIT_STEPS) -> np
         w /= w.sum()
         mix = np.maximum(w @ picked, 1e-12)
         grad_w = -(picked / mix).mean(axis=1)  # d loss / d w
-        z -= FIT_RATE * w * (grad_w - w @ grad_w)  # chain rule through the softmax
+        z -= FIT_RATE * grad_w
     w = np.exp(z - z.max())
     return w / w.sum()
 
