@@ -1,6 +1,7 @@
 """The saved view "Figures" (pipeline/tracking/views.py): its tag value has the shape MLflow
-3.17's UI reads, and evaluate@'s ``log_images`` gives a real sqlite store's experiment the view
-once, keeping a view a user saved over it."""
+3.17's UI reads, evaluate@'s ``log_images`` gives a real sqlite store's experiment the view
+once, keeping a view a user saved over it, and ``make ui`` (pipeline/devtools/ui.py, which
+cannot import it) finds it and prints its address."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import mlflow
 from PIL import Image
 
 from pipeline import tracking
+from pipeline.devtools import ui
 from pipeline.tracking import views
 
 
@@ -32,6 +34,9 @@ def test_the_view_is_an_envelope_of_image_cards_without_the_run_params():
         "experiments/7/runs?viewStateShareKey=figures"
         "&workflowType=machine_learning&compareRunsMode=CHART"
     )
+    # make ui's copy of the view's id and address
+    assert (ui.FIGURES_VIEW, ui.FIGURES_TAG) == (views.VIEW_ID, views.VIEW_TAG)
+    assert ui.figures_url("http://h:1", "7") == "http://h:1/#/" + views.query("7")
 
 
 def test_log_images_gives_the_experiment_the_view_once(tmp_path, monkeypatch):
@@ -41,11 +46,16 @@ def test_log_images_gives_the_experiment_the_view_once(tmp_path, monkeypatch):
     figures.mkdir()
     Image.new("RGB", (32, 32), "navy").save(figures / "confusion_matrix.png")
     client = mlflow.MlflowClient()
+    uri = tracking.tracking_uri(tmp_path)
+    assert not ui.has_figures_view(uri, exp_id)
 
     with tracking.execution_run("evaluate", {}):
         tracking.log_images(figures)
     value = client.get_experiment(exp_id).tags[views.VIEW_TAG]
     assert views.image_keys(value) == tracking.runs.IMAGE_KEYS
+    assert ui.has_figures_view(uri, exp_id)
+    assert not ui.has_figures_view(uri, "999")
+    assert not ui.has_figures_view("http://127.0.0.1:5000", exp_id)  # a server: not read
 
     client.set_experiment_tag(exp_id, views.VIEW_TAG, '{"name": "mine"}')  # saved over
     with tracking.execution_run("evaluate", {}):
