@@ -1,6 +1,7 @@
-"""Sweeps on a real Ray (pipeline/sweep/): a worker killed mid-trial, resume after Ctrl-C,
-and a two-node Ray cluster on this machine (the 4-trial sweep of a shipped sweep on a local
-Ray, and --apply, are in test_sweep_apply.py: they need the tiny DVC project).
+"""Sweeps on a real Ray (pipeline/sweep/): a worker killed mid-trial then resume after
+Ctrl-C (one sweep), and a two-node Ray cluster on this machine (the 4-trial sweep of a
+shipped sweep on a local Ray, and --apply, are in test_sweep_apply.py: they need the tiny
+DVC project).
 
 Each test builds a small project of its own (synthetic digits in data/prepared/, a sqlite
 MLflow store) and runs `python -m pipeline.sweep` in a subprocess, as a user would; Ray's
@@ -143,29 +144,10 @@ def wait_for(what, timeout: float = 600, proc: subprocess.Popen | None = None):
     return None
 
 
-def test_killed_worker_is_retried(tmp_path):
-    root = slow_project(tmp_path, trials=2)
-    proc, log = start_sweep(root, env_for(root))
-    try:
-        running = wait_for(lambda: training_now(kids_now(root)), proc=proc)
-        assert running, "no trial started training: " + log.read_text()[-3000:]
-        victim = running[0]
-        os.kill(int(victim.data.tags["pid"]), signal.SIGKILL)  # its Ray worker, mid-training
-        proc.wait(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, log.read_text()[-4000:]
-    _, kids = runs(root)
-    assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
-    again = {k.info.run_id: k for k in kids}[victim.info.run_id]
-    assert again.data.tags.get("retried") == "true"  # FailureConfig ran it again
-    assert again.data.tags["pid"] != victim.data.tags["pid"]  # in a new worker
-    assert again.data.metrics["val_accuracy"] > 0.5
-
-
-def test_interrupt_then_resume(tmp_path):
+def test_killed_worker_is_retried_then_interrupt_and_resume(tmp_path):
+    """One sweep for two behaviours (one Ray start and one set of trials instead of two):
+    a Ray worker killed mid-trial is retried in a new worker; then Ctrl-C once a trial has
+    finished and the third is training, and --resume runs only the trials not finished."""
     root = slow_project(tmp_path, trials=3)  # 2 at a time: the third starts after one ends
     env = env_for(root)
     proc, log = start_sweep(root, env)
@@ -177,6 +159,10 @@ def test_interrupt_then_resume(tmp_path):
         return bool(later) and any(k.info.status == "FINISHED" for k in kids)
 
     try:
+        running = wait_for(lambda: training_now(kids_now(root)), proc=proc)
+        assert running, "no trial started training: " + log.read_text()[-3000:]
+        victim = running[0]
+        os.kill(int(victim.data.tags["pid"]), signal.SIGKILL)  # its Ray worker, mid-training
         assert wait_for(one_done_one_training, proc=proc), log.read_text()[-3000:]
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(timeout=180)
@@ -206,6 +192,10 @@ def test_interrupt_then_resume(tmp_path):
     assert len(re.findall(r"\] trial \d+ +FINISHED", out.stdout)) == 3 - len(done)  # rerun ones
     assert f"[{len(done) + 1}/3] trial" in out.stdout  # the count goes on
     assert best_json(root)["trials"] == 3
+    again = {k.info.run_id: k for k in kids}[victim.info.run_id]
+    assert again.data.tags.get("retried") == "true"  # FailureConfig ran it again
+    assert again.data.tags["pid"] != victim.data.tags["pid"]  # in a new worker
+    assert again.data.metrics["val_accuracy"] > 0.5
 
 
 def test_two_node_cluster_one_parent(tmp_path, monkeypatch):
