@@ -33,12 +33,18 @@ def _rows(db: Path, sql: str, *args) -> list[tuple]:
 
 
 def test_four_trainings_at_once_on_a_fresh_sqlite_store(tiny_built, tmp_path):
+    """Four train@ processes create a fresh store at once (tracking.setup under its lock):
+    they agree on one experiment, and no run or version is lost (this test also holds the
+    former test of four bare tracking.setup calls on a fresh store)."""
     project = copy_tiny(tiny_built, tmp_path / "p")
     db = tmp_path / "fresh" / "mlflow.db"  # no schema yet: the four create it at once
     env = plain_env(MLFLOW_TRACKING_URI=f"sqlite:///{db}")
     run_ids = trainings_at_once(project, MODEL, 4, env, tmp_path / "out")
     assert len(set(run_ids)) == 4, run_ids
     marks = ",".join("?" * len(run_ids))
+    experiments = _rows(db, f"SELECT DISTINCT experiment_id FROM runs WHERE run_uuid IN ({marks})",
+                        *run_ids)  # fmt: skip
+    assert len(experiments) == 1, experiments  # one experiment, the four agree on it
     statuses = _rows(db, f"SELECT status FROM runs WHERE run_uuid IN ({marks})", *run_ids)
     assert sorted(s for (s,) in statuses) == ["FINISHED"] * 4
     versions = _rows(db, "SELECT version, run_id FROM model_versions WHERE name = ?", MODEL)
