@@ -56,7 +56,9 @@ def test_two_seeds_are_two_runs_and_their_spread(tiny_built, tmp_path):
     assert {p: (root / p).read_bytes() for p in KEPT} == before  # the workspace as it was
     assert client.get_model_version_by_alias(PRESET, "champion").version == champion
     for r in runs:  # each version has its card (evaluate@), undecided: plot never ran
-        (version,) = client.search_model_versions(f"run_id = '{r.info.run_id}'")
+        (version,) = client.search_model_versions(
+            f"name = '{PRESET}' and run_id = '{r.info.run_id}'"
+        )
         assert "gate.decision" not in version.tags
         assert version.description.startswith("Model card: ")
         listed = {f.path for f in client.list_artifacts(r.info.run_id, "model_card")}
