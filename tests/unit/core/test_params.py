@@ -34,7 +34,9 @@ def test_repo_params_parse():
         "custom_cnn",
         "cubic_mlp",
         "dense_mlp",
+        "ensemble",
     }
+    assert p.models["ensemble"].members == tuple(list(p.models)[:5])  # the digits10 presets
     assert p.models["keras_small_cnn"].arch == p.models["scratch_dropout_cnn"].arch
     assert isinstance(p.models["cubic_mlp"].arch[3], params.CubicSpec)
 
