@@ -215,7 +215,7 @@ def _data(d: CardData) -> list[str]:
         ["dataset_dvc_md5", f"`{d.dataset_md5}`"],
         ["train / val / test images", " / ".join(_count(sizes.get(s)) for s in SPLITS)],
     ]
-    return ["## Data", "", *_table(["", ""], rows)]
+    return ["## Data", "", *_table(["data", "value"], rows)]
 
 
 def _model(d: CardData) -> list[str]:
@@ -245,7 +245,7 @@ def _training(d: CardData) -> list[str]:
     ]
     if d.code.get("dvc_exp_name"):
         rows.append(["DVC experiment", f"`{d.code['dvc_exp_name']}`"])
-    return ["## Training", "", *_table(["", ""], rows)]
+    return ["## Training", "", *_table(["training", "value"], rows)]
 
 
 def _metrics(d: CardData) -> list[str]:
@@ -332,7 +332,7 @@ def _gate(d: CardData) -> list[str]:
     decision = f"**{g['decision']}**" + (" (promoted by hand)" if by_hand else "")
     lines += [f"Decision: {decision}.", "", f"> {g.get('line', '')}", ""]
     rows = [[label, f"`{g[key]}`"] for key, label in GATE_ROWS if key in g]
-    lines += _table(["", ""], rows) if rows else []
+    lines += _table(["gate", "value"], rows) if rows else []
     lines += [
         "",
         "The decision when it was made (pipeline/tracking/gate.py); the registry's aliases "
