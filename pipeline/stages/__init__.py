@@ -65,7 +65,10 @@ QUIET_ENV = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 # Loggers whose INFO lines are the libraries' business (the stage runner logs at INFO).
-QUIET_LOGGERS = ("great_expectations", "absl", "tensorflow", "keras", "h5py", "urllib3", "git")
+QUIET_LOGGERS = (
+    "great_expectations", "absl", "tensorflow", "keras", "h5py", "urllib3", "git",
+    "matplotlib",  # "generated new fontManager" at INFO on the first import in a fresh HOME
+)  # fmt: skip
 
 
 # What TensorFlow's native code writes to fd 2 whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21:

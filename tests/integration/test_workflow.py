@@ -328,12 +328,9 @@ def test_workflow_reruns_one_model_and_reports_it_with_a_remote(tiny_built, tmp_
     root = prepared_copy(tiny_built, tmp_path / "proj")
     subprocess.run(["git", "checkout", "-qb", "change"], cwd=root, check=True)
     params_file = root / "params.yaml"
-    params_file.write_text(
-        params_file.read_text().replace(
-            "train: {epochs: 2, batch_size: 32, optimizer: sgd, learning_rate: 0.01}\n\nmlflow",
-            "train: {epochs: 2, batch_size: 32, optimizer: sgd, learning_rate: 0.02}\n\nmlflow",
-        )
-    )
+    text = params_file.read_text()  # edited as a person would: dense_mlp's line, in place
+    at = text.index("learning_rate: 0.01}", text.index("\n  dense_mlp:"))
+    params_file.write_text(text[:at] + "learning_rate: 0.02}" + text[at + 20 :])
     assert yaml.safe_load(params_file.read_text())["models"]["dense_mlp"]["train"][
         "learning_rate"
     ] == pytest.approx(0.02)

@@ -10,11 +10,13 @@ is logged to MLflow as it is (a pyfunc of flavor.py; loaders read it without run
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,13 +81,30 @@ def shifted_views(x: np.ndarray, shifts: int) -> list[np.ndarray]:
     return views
 
 
+@contextlib.contextmanager
+def _no_retracing_warning() -> Iterator[None]:
+    """Without TensorFlow's "N out of the last N calls to ... triggered tf.function
+    retracing" warning: several Keras members each trace their own predict step once per
+    input shape (val, the history's training rows, the input example), which TensorFlow
+    counts as frequent retracing and reports on its ``tensorflow`` logger at WARNING, in the
+    middle of a stage's lines. Only that logger, only while the members predict."""
+    tf_log = logging.getLogger("tensorflow")
+    level = tf_log.level
+    tf_log.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        tf_log.setLevel(level)
+
+
 def member_probas(ens: Ensemble, x: np.ndarray) -> np.ndarray:
     """(M, N, k): each member's probabilities, averaged over the TTA views."""
     views = shifted_views(x, ens.shifts)
     out = []
-    for module, model in ens.models:
-        p = sum(module.predict_proba(model, v).astype(np.float64) for v in views)
-        out.append(p / len(views))
+    with _no_retracing_warning():
+        for module, model in ens.models:
+            p = sum(module.predict_proba(model, v).astype(np.float64) for v in views)
+            out.append(p / len(views))
     return np.stack(out)
 
 

@@ -47,3 +47,24 @@ def test_pipeline_verbose_leaves_the_libraries_as_they_are():
     out = _child(PIPELINE_VERBOSE="1")
     assert out.stderr.count(b"\n") == 4 and b"oneDNN" in out.stderr
     assert out.stdout.split() == [b"None", b"None", b"None"]
+
+
+def test_matplotlibs_first_import_in_a_fresh_home_says_nothing(tmp_path):
+    # A user's first `make repro` (or CI's) builds matplotlib's font cache: its INFO line
+    # "generated new fontManager" came out in the middle of train@'s lines.
+    child = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr)  # the stage runner's\n"
+        "import pipeline.stages as s\n"
+        "s.quiet()\n"
+        "import matplotlib.pyplot\n"
+        "logging.getLogger('pipeline').info('train@m: done')\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "MLFLOW_", "MPL"))}
+    clean.pop("PIPELINE_VERBOSE", None)
+    out = subprocess.run(
+        [sys.executable, "-c", child], cwd=REPO, env=clean | {"HOME": str(tmp_path)},
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert (tmp_path / ".cache" / "matplotlib").is_dir()  # the cache was built here
+    assert out.stderr.decode().splitlines() == ["INFO:pipeline:train@m: done"]
