@@ -84,6 +84,7 @@ class ChildRuns(Callback):
         self.describe = describe
         self.runs: dict[str, str] = {}
         self.closed: set[str] = set()
+        self.stopped: set[str] = set()  # trials Tune stopped (ASHA), not ended by themselves
         self.done = 0
         self._client: MlflowClient | None = None
 
@@ -137,6 +138,11 @@ class ChildRuns(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rid = self._run(trial)
+        if result.get("done"):
+            # Tune marks the result it decided to STOP on with done=True (the scheduler's
+            # stop); a trainable that returns by itself ends with a duplicate result that
+            # callbacks never see (Ray 2.60, TuneController._process_trial_result).
+            self.stopped.add(trial.trial_id)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = {
             k: float(v)
@@ -162,7 +168,7 @@ class ChildRuns(Callback):
             self._finish(trial, rid, "FAILED", error)
             return
         it = int(last.get("training_iteration", 0))
-        pruned = not last.get("done") and it < self.max_t
+        pruned = trial.trial_id in self.stopped and it < self.max_t
         self._call(self.client.set_tag, rid, "pruned", str(pruned).lower())
         self._finish(trial, rid, "FINISHED", f"pruned at epoch {it}" if pruned else "")
 
