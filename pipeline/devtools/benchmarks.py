@@ -185,16 +185,18 @@ def default_run(root: Path = config.ROOT) -> tuple[str, str, dt.date]:
         h = pd.read_csv(history)
         stamps.append(history.stat().st_mtime)
         mp = p.models[m]
-        rows.append([
-            f"`{m}`", mp.family, mp.dataset, str(len(h)), f"{100 * acc:.2f}%",
-            f"{h['epoch_seconds'].median():,.1f}", f"{h['images_per_second'].median():,.0f}",
-            f"{h['epoch_seconds'].sum():,.0f} s",
-        ])  # fmt: skip
+        if "epoch_seconds" in h:
+            sec, ips = h["epoch_seconds"], h["images_per_second"]
+            speed = [f"{sec.median():,.1f}", f"{ips.median():,.0f}", f"{sec.sum():,.0f} s"]
+        else:  # an ensemble trains no epochs: its one row is the fit of its weights
+            speed = ["-", "-", "-"]
+        rows.append([f"`{m}`", mp.family, mp.dataset, str(len(h)), f"{100 * acc:.2f}%", *speed])
     md = [
         "Every model of the last `make repro` (`dvc.lock`): test accuracy on the full test "
         "set (`metrics/<model>.json`); epochs, median seconds an epoch, median training images "
         "a second and the sum of the epochs' seconds (the training loop only, without start-up "
-        "and model logging) from `models/<model>/history.csv`, as logged to MLflow. The date "
+        "and model logging) from `models/<model>/history.csv`, as logged to MLflow (an ensemble "
+        "trains no epochs: its one history row is the fit of its weights, no timing). The date "
         "is that of the history files; the machine is the one that ran `make benchmarks`.",
         "",
         _table("preset|family|dataset|epochs|test accuracy|s / epoch|images / s|training", rows),
