@@ -71,6 +71,11 @@ class EpochArrays:
             y.set_shape((None,))
             return tf.data.Dataset.from_tensor_slices((x, y)).batch(self.batch_size)
 
-        return (
-            tf.data.Dataset.range(first_epoch, first_epoch + 1_000_000).flat_map(build).prefetch(2)
-        )
+        # Without tf.data's autotuning: nothing here is tuned (prefetch is fixed), and its
+        # model thread made the iterator's teardown at the end of ``fit`` wait ~10 s now and
+        # then (py-spy: ~IteratorResource -> UnboundedThreadPool ~LogicalThreadWrapper; seen
+        # in sweep trials as exactly 10.0 s between the last epoch and fit's return).
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        epochs = tf.data.Dataset.range(first_epoch, first_epoch + 1_000_000)
+        return epochs.flat_map(build).prefetch(2).with_options(options)
