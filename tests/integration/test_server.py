@@ -445,3 +445,40 @@ def test_three_queued_experiments_finish_on_the_server(server, on_server):
     mine = [v for v in versions if v["run_id"] in new_ids]
     assert len(mine) == 3 and all("test_accuracy" in tags(v) for v in mine), mine
     assert rest.champion(MODEL)["version"] == "1"
+
+
+def test_two_node_sweep_logs_to_the_server_under_one_parent(server, tmp_path, monkeypatch):
+    """Issue #24: a sweep on a two-node Ray cluster on this machine (one CPU a node) against
+    the team server: every trial under one parent run on the server, trials on both nodes.
+    The driver logs every run (the trials never write to MLflow), as the CI user."""
+    from tests.integration.test_sweep import env_for, make_project, runs, sweep
+
+    root = make_project(tmp_path, trials=4, epochs=4, asha=None)
+    login = {"MLFLOW_TRACKING_USERNAME": server.ci[0], "MLFLOW_TRACKING_PASSWORD": server.ci[1]}
+    env = env_for(root, **login) | {"MLFLOW_TRACKING_URI": server.uri}
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR", *login):
+        monkeypatch.setenv(k, env[k])
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # both nodes on 127.0.0.1
+    from ray.cluster_utils import Cluster  # after the settings: Ray reads them on import
+
+    store = 150 * 1024**2
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": store},
+    )
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=store)
+        cluster.wait_for_nodes()
+        # the driver must also keep to loopback, or it advertises the host address
+        loopback = {"RAY_ADDRESS": cluster.address, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        out = sweep(root, env=env | loopback, timeout=300)
+    finally:
+        cluster.shutdown()
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "multi-node Ray with 2 CPUs" in out.stdout
+    assert not (root / "mlflow.db").exists()  # nothing went to a local store
+    parents, kids = runs(root, server.uri)
+    assert len(parents) == 1 and len(kids) == 4
+    assert {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
+    assert {k.info.status for k in kids} == {"FINISHED"}
+    assert len({k.data.tags["node_id"] for k in kids}) == 2  # trials ran on both nodes
