@@ -28,11 +28,11 @@ print(os.environ.get("TF_CPP_MIN_LOG_LEVEL"), os.environ.get("MLFLOW_LOGGING_LEV
 """
 
 
-def _child(**env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "MLFLOW_"))}
+def _child(code: str = CHILD, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "MLFLOW_", "MPL"))}
     clean.pop("PIPELINE_VERBOSE", None)
     return subprocess.run(
-        [sys.executable, "-c", CHILD], cwd=REPO, env=clean | env, capture_output=True,
+        [sys.executable, "-c", code], cwd=REPO, env=clean | env, capture_output=True,
         timeout=60, check=True,
     )  # fmt: skip
 
@@ -60,11 +60,6 @@ def test_matplotlibs_first_import_in_a_fresh_home_says_nothing(tmp_path):
         "import matplotlib.pyplot\n"
         "logging.getLogger('pipeline').info('train@m: done')\n"
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "MLFLOW_", "MPL"))}
-    clean.pop("PIPELINE_VERBOSE", None)
-    out = subprocess.run(
-        [sys.executable, "-c", child], cwd=REPO, env=clean | {"HOME": str(tmp_path)},
-        capture_output=True, timeout=60, check=True,
-    )  # fmt: skip
+    out = _child(child, HOME=str(tmp_path))
     assert (tmp_path / ".cache" / "matplotlib").is_dir()  # the cache was built here
     assert out.stderr.decode().splitlines() == ["INFO:pipeline:train@m: done"]
