@@ -1,5 +1,5 @@
 """sweeps.<name> in params.yaml: typed, and every space key and value checked against the
-preset before any trial (pipeline/core/params.py, pipeline/sweep/spec.py)."""
+preset before any trial (pipeline/core/params/, pipeline/sweep/spec.py)."""
 
 from __future__ import annotations
 
