@@ -33,122 +33,42 @@ pid files; ``stop`` stops both processes by those pids. Failures print one line 
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
-import glob
 import json
 import os
-import pwd
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core import config
+from pipeline.server.auth import BasicAuth
+from pipeline.server.postgres import PG_PORT, PostgresCluster, install_postgres, pg_bindir
+from pipeline.server.procs import HOST, ServerError, alive, last_line, port_busy, read_pid
 
-HOST = "127.0.0.1"  # never another interface by default: share it through a tunnel
+__all__ = [
+    "HOST",
+    "PG_PORT",
+    "PORT",
+    "Server",
+    "ServerError",
+    "alive",
+    "install_postgres",
+    "main",
+    "pg_bindir",
+    "port_busy",
+    "read_pid",
+]
 PORT = 5001
-PG_PORT = 5433  # beside a system PostgreSQL on 5432
-PG_ROLE = "mlflow"
-PG_DATABASE = "mlflow"
-PG_SYSTEM_USER = "postgres"  # runs the cluster when this runs as root (from the Debian package)
-ADMIN = "admin"
-WORKSPACE = "default"  # the workspace of every experiment and model (--enable-workspaces)
-# role name -> (description, [(resource type, permission)]) on every resource ("*")
-ROLES = {
-    "readers": (
-        "read experiments and models",
-        [("experiment", "READ"), ("registered_model", "READ")],
-    ),
-    "editors": (
-        "log runs, register models, move aliases",
-        [("workspace", "USE"), ("experiment", "EDIT"), ("registered_model", "EDIT")],
-    ),
-}
-ROLE_OF = {"read": "readers", "edit": "editors"}
-
-
-class ServerError(RuntimeError):
-    """The server cannot be started or stopped; the message says why."""
-
-
-def port_busy(port: int, host: str = HOST) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1.0)
-        return s.connect_ex((host, port)) == 0
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    state = Path(f"/proc/{pid}/stat")
-    return not (state.is_file() and state.read_text().rsplit(")", 1)[1].split()[0] == "Z")
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def pg_bindir() -> Path | None:
-    """bin/ of the newest PostgreSQL of Debian's packages (/usr/lib/postgresql/<v>/bin)."""
-    found = glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")
-    if not found:
-        return None
-    return Path(max(found, key=lambda p: int(Path(p).parts[-3]))).parent
-
-
-def install_postgres() -> Path:
-    """Debian's postgresql package, installed with apt-get when missing (root only)."""
-    found = pg_bindir()
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise ServerError(
-            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/pg_ctl): install "
-            "Debian's postgresql package, or set MLFLOW_BACKEND_STORE_URI to a database"
-        )
-    print("installing PostgreSQL: apt-get install postgresql", file=sys.stderr)
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"]
-    for cmd in (["apt-get", "update", "-qq"], install):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip() or proc.stdout.strip() or "failed").splitlines()[-1]
-            raise ServerError(f"PostgreSQL could not be installed ({' '.join(cmd)}): {last}")
-    found = pg_bindir()
-    if not found:
-        raise ServerError("apt-get installed postgresql, but no pg_ctl under /usr/lib/postgresql")
-    return found
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "(no log)"
-    return lines[-1].strip() if lines else "(empty log)"
 
 
 @dataclass
-class Server:
-    """The processes of one tracking server, their ports and their state folder."""
+class Server(PostgresCluster, BasicAuth):
+    """The processes of one tracking server, their ports and their state folder
+    (PostgreSQL: pipeline/server/postgres.py; users and roles: pipeline/server/auth.py)."""
 
     state: Path
     port: int = PORT
@@ -159,161 +79,19 @@ class Server:
     # ------------------------------------------------------------------ paths
 
     @property
-    def pgdata(self) -> Path:
-        return self.state / "pgdata"
-
-    @property
-    def pgpass(self) -> Path:
-        return self.state / "pgpass"
-
-    @property
     def mlflow_pid_file(self) -> Path:
         return self.state / "mlflow-server.pid"
-
-    @property
-    def pg_pid_file(self) -> Path:
-        return self.state / "postgres.pid"
 
     @property
     def mlflow_log(self) -> Path:
         return self.state / "mlflow-server.log"
 
     @property
-    def pg_log(self) -> Path:
-        return self.pgdata / "postgres.log"  # written by pg_ctl as the cluster's user
-
-    @property
     def uri(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    @property
-    def admin_password_file(self) -> Path:
-        return self.state / "admin-password"
-
-    @property
-    def auth_config(self) -> Path:
-        return self.state / "basic_auth.ini"
-
     def artifacts_destination(self) -> str:
         return os.environ.get("MLFLOW_ARTIFACTS_DESTINATION") or str(self.state / "artifacts")
-
-    # ------------------------------------------------------------------ PostgreSQL
-
-    def _pg_user(self) -> str | None:
-        """The system user that runs the cluster: None (this user) unless this runs as root."""
-        if os.geteuid() != 0:
-            return None
-        try:
-            pwd.getpwnam(PG_SYSTEM_USER)
-        except KeyError:
-            raise ServerError(
-                f"running as root and there is no {PG_SYSTEM_USER!r} user to run PostgreSQL "
-                "(Debian's postgresql package creates it)"
-            ) from None
-        return PG_SYSTEM_USER
-
-    def _as_pg(self, cmd: list[str]) -> list[str]:
-        user = self._pg_user()
-        if not user:
-            return cmd
-        runuser = shutil.which("runuser") or next(
-            (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if Path(p).is_file()), None
-        )
-        if runuser is None:
-            raise ServerError(f"running as root and no `runuser` to run PostgreSQL as {user!r}")
-        return [runuser, "-u", user, "--", *cmd]
-
-    def password(self) -> str:
-        return self.pgpass.read_text().strip()
-
-    def backend_uri(self) -> str:
-        external = os.environ.get("MLFLOW_BACKEND_STORE_URI")
-        if external:
-            return external
-        return (
-            f"postgresql+psycopg://{PG_ROLE}:{self.password()}@{HOST}:{self.pg_port}/{PG_DATABASE}"
-        )
-
-    def _init_cluster(self, bindir: Path) -> None:
-        self.state.mkdir(parents=True, exist_ok=True)
-        if (self.pgdata / "PG_VERSION").is_file():
-            return
-        user = self._pg_user()
-        self.pgdata.mkdir(mode=0o700, exist_ok=True)
-        if not self.pgpass.is_file():
-            self.pgpass.write_text(secrets.token_hex(16) + "\n")
-        self.pgpass.chmod(0o600)
-        pwfile = self.state / ".initdb-pw"  # readable by the cluster's user, removed below
-        shutil.copyfile(self.pgpass, pwfile)
-        try:
-            self._initdb(bindir, user, pwfile)
-        finally:
-            pwfile.unlink(missing_ok=True)
-
-    def _initdb(self, bindir: Path, user: str | None, pwfile: Path) -> None:
-        if user:
-            entry = pwd.getpwnam(user)
-            for path in (self.pgdata, pwfile):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-            probe = subprocess.run(self._as_pg(["test", "-w", str(self.pgdata)]), check=False)
-            if probe.returncode != 0:
-                raise ServerError(
-                    f"{self.pgdata}: the {user!r} user cannot reach this folder (a parent "
-                    "folder is private); put the project where other users can read it"
-                )
-        cmd = [str(bindir / "initdb"), "-D", str(self.pgdata), "-U", PG_ROLE, "-E", "UTF8"]
-        cmd += ["--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-instructions"]
-        proc = subprocess.run(self._as_pg(cmd), capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip() or "initdb failed").splitlines()[-1]
-            shutil.rmtree(self.pgdata, ignore_errors=True)  # no half-made cluster
-            raise ServerError(f"initdb {self.pgdata}: {last}")
-
-    def postgres_running(self) -> bool:
-        return alive(read_pid(self.pgdata / "postmaster.pid"))
-
-    def start_postgres(self) -> None:
-        """Start the project's cluster (made on first use) and create the mlflow database."""
-        bindir = install_postgres()
-        self._init_cluster(bindir)
-        if not self.postgres_running():
-            if port_busy(self.pg_port):
-                raise ServerError(
-                    f"port {self.pg_port} on {HOST} is busy: PostgreSQL cannot listen there "
-                    "(pass --pg-port)"
-                )
-            opts = f"-c listen_addresses={HOST} -p {self.pg_port} -c unix_socket_directories=''"
-            cmd = [str(bindir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.pg_log)]
-            cmd += ["-o", opts, "-w", "-t", "60", "start"]
-            proc = subprocess.run(self._as_pg(cmd), capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise ServerError(f"PostgreSQL did not start: {_last_line(self.pg_log)}")
-        pid = read_pid(self.pgdata / "postmaster.pid")
-        self.pg_pid_file.write_text(f"{pid}\n")
-        self._create_database()
-
-    def _create_database(self) -> None:
-        import psycopg
-
-        conninfo = {"host": HOST, "port": self.pg_port, "user": PG_ROLE}
-        conninfo["password"] = self.password()
-        with psycopg.connect(dbname="postgres", autocommit=True, **conninfo) as conn:
-            query = "SELECT 1 FROM pg_database WHERE datname = %s"
-            if conn.execute(query, (PG_DATABASE,)).fetchone() is None:
-                conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
-
-    def stop_postgres(self) -> bool:
-        """Stop the cluster (pg_ctl signals the pid of its postmaster.pid); True if it ran."""
-        bindir = pg_bindir()
-        if bindir is None or not self.postgres_running():
-            self.pg_pid_file.unlink(missing_ok=True)
-            return False
-        cmd = [str(bindir / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"]
-        proc = subprocess.run(self._as_pg(cmd), capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise ServerError(f"PostgreSQL did not stop: {proc.stderr.strip() or proc.stdout}")
-        self.pg_pid_file.unlink(missing_ok=True)
-        return True
 
     # ------------------------------------------------------------------ mlflow server
 
@@ -323,96 +101,6 @@ class Server:
                 return resp.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return False
-
-    # ------------------------------------------------------------------ authentication
-
-    def _secret(self, path: Path, make) -> str:
-        """The secret kept in ``path`` (mode 600), made by ``make()`` the first time."""
-        if not path.is_file():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(make() + "\n")
-        path.chmod(0o600)
-        return path.read_text().strip()
-
-    def auth_env(self) -> dict[str, str]:
-        """The environment of ``mlflow server --app-name basic-auth``; the secrets (mode 600
-        beside ``pgpass``) are made at first start, the auth config is written each start."""
-        self.state.mkdir(parents=True, exist_ok=True)
-        admin = self._secret(self.admin_password_file, lambda: secrets.token_urlsafe(24))
-        flask = self._secret(self.state / "flask-secret", lambda: secrets.token_hex(32))
-        db = (self.state / "basic_auth.db").resolve()
-        fd = os.open(self.auth_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:  # admin_password creates the admin once (empty db)
-            out.write(
-                f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{db}\n"
-                f"admin_username = {ADMIN}\nadmin_password = {admin}\n"
-                "grant_default_workspace_access = false\n"
-            )
-        self.auth_config.chmod(0o600)
-        return {
-            "MLFLOW_AUTH_CONFIG_PATH": str(self.auth_config),
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": flask,
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job runner: 2 processes, not 9
-        }
-
-    def api(self, method: str, endpoint: str, body: dict | None = None, user=None, query=None):
-        """One call of the server's REST API as ``user`` ((name, password); default admin)."""
-        name, password = user or (ADMIN, self.admin_password_file.read_text().strip())
-        url = f"{self.uri}/api/{endpoint}"
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
-        token = base64.b64encode(f"{name}:{password}".encode()).decode()
-        headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode(errors="replace").strip()
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                text = json.loads(text)["message"]
-            first = (text.splitlines() or [""])[0][:200]
-            raise ServerError(f"{method} {endpoint}: HTTP {exc.code}: {first}") from None
-
-    def ensure_roles(self) -> dict[str, int]:
-        """The ``readers`` and ``editors`` roles (created when missing): name -> id."""
-        listed = self.api("GET", "3.0/mlflow/roles/list", query={"workspace": WORKSPACE})
-        have = {r["name"]: int(r["id"]) for r in listed.get("roles", [])}
-        for name, (description, grants) in ROLES.items():
-            if name in have:
-                continue
-            body = {"workspace": WORKSPACE, "name": name, "description": description}
-            role_id = int(self.api("POST", "3.0/mlflow/roles/create", body)["role"]["id"])
-            for resource, permission in grants:
-                grant = {"role_id": role_id, "resource_type": resource}
-                grant |= {"resource_pattern": "*", "permission": permission}
-                self.api("POST", "3.0/mlflow/roles/permissions/add", grant)
-            have[name] = role_id
-        return have
-
-    def add_user(self, name: str, role: str, password: str | None = None) -> str:
-        """Create user ``name`` with role ``read`` or ``edit``; the password (generated when
-        not given: 32 characters)."""
-        if role not in ROLE_OF:
-            raise ServerError(f"role {role!r}: choose read or edit")
-        if not (self.mlflow_pid() and self.health()):
-            raise ServerError(f"no MLflow server of {self.state} runs: `make server` first")
-        password = password or secrets.token_urlsafe(24)
-        if len(password) < 12:
-            raise ServerError("the password must have at least 12 characters (MLflow's rule)")
-        roles = self.ensure_roles()
-        try:
-            self.api("POST", "2.0/mlflow/users/create", {"username": name, "password": password})
-        except ServerError as exc:
-            if "already exists" in str(exc):
-                raise ServerError(f"user {name!r} already exists on {self.uri}") from None
-            raise
-        self.api(
-            "POST", "3.0/mlflow/roles/assign", {"username": name, "role_id": roles[ROLE_OF[role]]}
-        )
-        return password
 
     def mlflow_pid(self) -> int | None:
         pid = read_pid(self.mlflow_pid_file)
@@ -452,7 +140,7 @@ class Server:
             if proc.poll() is not None:
                 self.process = None
                 self.mlflow_pid_file.unlink(missing_ok=True)
-                raise ServerError(f"mlflow server exited: {_last_line(self.mlflow_log)}")
+                raise ServerError(f"mlflow server exited: {last_line(self.mlflow_log)}")
             if time.monotonic() > deadline:
                 self.stop_mlflow()
                 raise ServerError(f"mlflow server did not answer {self.uri}/health in {wait:.0f} s")
