@@ -545,7 +545,7 @@ CHROMIUM = next(
 def headless_chromium(profile: Path, *args: str) -> list[str]:
     """The command line of Debian's Chromium, headless, with a fresh ``profile`` and nothing
     fetched in the background (this machine's network refuses it), then ``args``."""
-    from pipeline.devtools.screens import HEADLESS_FLAGS
+    from pipeline.devtools.chromium import HEADLESS_FLAGS
 
     return [str(CHROMIUM), *HEADLESS_FLAGS, f"--user-data-dir={profile}", *args]
 

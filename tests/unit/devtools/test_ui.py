@@ -1,5 +1,5 @@
 """pipeline/devtools/ui.py (what `make ui` runs) and the parts of pipeline/devtools/screens.py
-that need no server: which run it draws, what counts as a blank page."""
+and chromium.py that need no server: which run it draws, what counts as a blank page."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.devtools import screens, ui
+from pipeline.devtools import chromium, screens, ui
 from tests.helpers import empty_store
 
 
@@ -82,8 +82,8 @@ def test_a_flat_page_is_blank_and_a_drawn_one_is_not(tmp_path):
     Image.fromarray(flat).save(tmp_path / "flat.png")
     drawn = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
     Image.fromarray(drawn).save(tmp_path / "drawn.png")
-    assert screens.blank(tmp_path / "flat.png")
-    assert not screens.blank(tmp_path / "drawn.png")
+    assert chromium.blank(tmp_path / "flat.png")
+    assert not chromium.blank(tmp_path / "drawn.png")
 
 
 def test_make_ui_prints_the_experiments_training_runs_on_the_training_view(tmp_path, monkeypatch):
