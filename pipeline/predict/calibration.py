@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core import config
-from pipeline.predict.loading import LoadedModel, _first_line, predict_arrays
+from pipeline.predict.loading import LoadedModel, Threshold, _first_line, predict_arrays
 
 # Unknown-digit threshold: this percentile of the top probability over the validation images
 # a model classifies right (at most CALIBRATION_IMAGES of them, a fixed sample)...
@@ -25,17 +24,6 @@ MIN_CALIBRATION_IMAGES = 100  # fewer right answers than this: the default inste
 # ... or, when the model's validation split is not here, this fixed value.
 DEFAULT_THRESHOLD = 0.8
 CALIBRATION_VERSION = 1  # part of the cache key: bump when the recipe changes
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """Top probability under which a picture may show a digit the model does not know."""
-
-    value: float
-    source: str  # where the value came from, said in every warning
-
-    def to_json(self) -> dict:
-        return {"value": self.value, "source": self.source}
 
 
 def calibrate(loaded: LoadedModel, root: Path | None = None, say=None) -> Threshold:

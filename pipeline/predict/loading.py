@@ -13,14 +13,10 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.core import config
-
-if TYPE_CHECKING:
-    from pipeline.predict.calibration import Threshold
 
 URI_SCHEMES = ("runs:/", "models:/", "file:", "mlflow-artifacts:", "s3:", "gs:", "http")
 BATCH = 1024  # pictures per predict call
@@ -28,6 +24,17 @@ BATCH = 1024  # pictures per predict call
 
 class ModelError(RuntimeError):
     """The model cannot be found or loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Top probability under which a picture may show a digit the model does not know."""
+
+    value: float
+    source: str  # where the value came from, said in every warning
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "source": self.source}
 
 
 @dataclass
