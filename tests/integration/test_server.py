@@ -451,7 +451,7 @@ def test_two_node_sweep_logs_to_the_server_under_one_parent(server, tmp_path, mo
     """Issue #24: a sweep on a two-node Ray cluster on this machine (one CPU a node) against
     the team server: every trial under one parent run on the server, trials on both nodes.
     The driver logs every run (the trials never write to MLflow), as the CI user."""
-    from tests.integration.test_sweep import env_for, make_project, runs, sweep
+    from tests.integration.sweep_project import env_for, make_project, runs, sweep
 
     root = make_project(tmp_path, trials=4, epochs=4, asha=None)
     login = {"MLFLOW_TRACKING_USERNAME": server.ci[0], "MLFLOW_TRACKING_PASSWORD": server.ci[1]}

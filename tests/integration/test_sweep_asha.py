@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from tests.integration.test_sweep import make_project, runs, sweep
+from tests.integration.sweep_project import make_project, runs, sweep
 
 pytestmark = pytest.mark.slow
 
