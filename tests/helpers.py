@@ -51,6 +51,61 @@ def sh(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.C
     return proc
 
 
+def run_queue(dvc: str, root: Path, env: dict, jobs: int = 2, timeout: float = 1200) -> str:
+    """``dvc queue start -j jobs`` as a user runs it, then ``dvc queue status`` until nothing
+    is running or queued; the last status. The workers are daemons that inherit the start
+    command's stdout and stderr, so those go to a file (a pipe would stay open while a worker
+    lives). A worker still alive at the end is stopped by the pid DVC wrote for it: dvc-task's
+    worker can miss the shutdown its own monitor sends once the queue is empty ("monitor:
+    shutting down due to empty queue", then nothing; seen with -j 2 on a loaded machine) and
+    wait for tasks for ever."""
+    import signal
+    import time
+
+    log = root / ".dvc" / "tmp" / "queue-start.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        cmd = [dvc, "queue", "start", "-j", str(jobs)]
+        start = subprocess.run(
+            cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, check=False, timeout=120
+        )
+    assert start.returncode == 0, f"dvc queue start failed:\n{log.read_text()[-3000:]}"
+    status, deadline = "", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            status = sh([dvc, "queue", "status"], root, env).stdout
+            if "Running" not in status and "Queued" not in status:
+                break
+            time.sleep(1)
+    finally:
+        for pid_file in (root / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
+            try:
+                pid = int(pid_file.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            for sig, wait in ((0, 30.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+                if sig:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        break
+                end = time.monotonic() + wait  # an idle worker exits on its own first
+                while _alive(pid) and time.monotonic() < end:
+                    time.sleep(0.2)
+                if not _alive(pid):
+                    break
+    return status
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def stages_run(output: str) -> set[str]:
     """The stages a `dvc repro` or `dvc exp run` output says it ran."""
     return set(re.findall(r"Running stage '([^']+)'", output))

@@ -8,13 +8,12 @@ stages that depend on it.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import EXP_LR, EXP_NAME, copy_tiny, plain_env, sh, stages_run
+from tests.helpers import EXP_LR, EXP_NAME, copy_tiny, plain_env, run_queue, sh, stages_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -236,13 +235,7 @@ def test_queued_experiments_land_in_the_same_store(project):
             root,
             env,
         )
-    sh([dvc, "queue", "start", "-j", "2"], root, env)
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        status = sh([dvc, "queue", "status"], root, env).stdout
-        if "Running" not in status and "Queued" not in status:
-            break
-        time.sleep(1)
+    status = run_queue(dvc, root, env, jobs=2, timeout=900)
     assert "Failed" not in status, status
     new = [r for r in runs_since(client, exp_id, before) if "preset" in r.data.tags]
     assert sorted(r.data.params["model.train.learning_rate"] for r in new) == ["0.03", "0.04"]

@@ -34,7 +34,15 @@ import yaml
 from pipeline.devtools import workspace
 from pipeline.server import cli as server_mod
 from pipeline.tracking import file_md5
-from tests.helpers import REPO, free_port, plain_env, sh, start_trainings, trained_run_ids
+from tests.helpers import (
+    REPO,
+    free_port,
+    plain_env,
+    run_queue,
+    sh,
+    start_trainings,
+    trained_run_ids,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 MODEL = "dense_mlp"  # the fastest preset of the tiny profile
@@ -418,14 +426,7 @@ def test_three_queued_experiments_finish_on_the_server(server, on_server):
     for lr in LEARNING_RATES:
         sh([dvc, "exp", "run", "--queue", "-S", f"models.{MODEL}.train.learning_rate={lr}"],
            root, env)  # fmt: skip
-    sh([dvc, "queue", "start", "-j", "2"], root, env)
-    deadline = time.monotonic() + 1200
-    status = ""
-    while time.monotonic() < deadline:
-        status = sh([dvc, "queue", "status"], root, env).stdout
-        if "Running" not in status and "Queued" not in status:
-            break
-        time.sleep(2)
+    status = run_queue(dvc, root, env, jobs=2)
     assert "Failed" not in status and "Success" in status, status
     new = [r for r in rest.runs() if r["info"]["run_id"] not in before]
     new = [r for r in new if tags(r["data"]).get("preset") == MODEL]  # not plot's compare runs
