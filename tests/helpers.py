@@ -62,6 +62,8 @@ def run_queue(dvc: str, root: Path, env: dict, jobs: int = 2, timeout: float = 1
     import signal
     import time
 
+    from pipeline.server.procs import alive
+
     log = root / ".dvc" / "tmp" / "queue-start.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
@@ -90,20 +92,11 @@ def run_queue(dvc: str, root: Path, env: dict, jobs: int = 2, timeout: float = 1
                     except ProcessLookupError:
                         break
                 end = time.monotonic() + wait  # an idle worker exits on its own first
-                while _alive(pid) and time.monotonic() < end:
+                while alive(pid) and time.monotonic() < end:
                     time.sleep(0.2)
-                if not _alive(pid):
+                if not alive(pid):
                     break
     return status
-
-
-def _alive(pid: int) -> bool:
-    """``pid`` runs and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def stages_run(output: str) -> set[str]:
